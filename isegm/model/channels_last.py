@@ -64,19 +64,16 @@ def conv(layer: nn.Module, x: Tensor) -> Tensor:
     return conv_finish(layer, F.linear(conv_rows(layer, x), conv_matrix(layer).t(), conv_bias(layer)))
 
 
-def group_norm1(layer: nn.GroupNorm, x: Tensor) -> Tensor:
-    """GroupNorm with one group on a channels-last map: normalise over (h, w, C) per sample."""
-    if layer.num_groups != 1:
-        raise TypeError(f"only GroupNorm(1, C) has a channels-last form here, got {layer}")
-    x = F.layer_norm(x, x.shape[1:], eps=layer.eps)
-    return x * layer.weight + layer.bias
+def group_norm(layer: nn.GroupNorm, x: Tensor) -> Tensor:
+    """``layer(x)`` for a channels-last ``x`` (torch's kernel has a channels-last path)."""
+    return from_nchw(F.group_norm(to_nchw(x), layer.num_groups, layer.weight, layer.bias, layer.eps))
 
 
 def run(layers: nn.Sequential, x: Tensor, start: int = 0) -> Tensor:
-    """Apply ``layers[start:]`` (convs, GroupNorm(1, C), GELU, ReLU) to a channels-last map."""
+    """Apply ``layers[start:]`` (convs, GroupNorm, GELU, ReLU) to a channels-last map."""
     for layer in list(layers)[start:]:
         if isinstance(layer, nn.GroupNorm):
-            x = group_norm1(layer, x)
+            x = group_norm(layer, x)
         elif isinstance(layer, (nn.GELU, nn.ReLU)):
             x = layer(x)
         else:
@@ -95,4 +92,4 @@ def from_nchw(x: Tensor) -> Tensor:
 
 
 __all__ = ["conv", "conv_bias", "conv_finish", "conv_matrix", "conv_rows", "from_nchw",
-           "group_norm1", "run", "to_nchw"]
+           "group_norm", "run", "to_nchw"]

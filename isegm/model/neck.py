@@ -82,6 +82,8 @@ class SimpleFPN(nn.Module):
             if skip_terms is None:
                 y = cl.conv(first, x)
             else:
-                y = cl.conv_finish(first, torch.matmul(cl.conv_rows(first, x), self._split(first)[0]) + skip_terms[i])
+                y = torch.matmul(cl.conv_rows(first, x), self._split(first)[0])
+                y += skip_terms[i]   # in place: the product is a fresh tensor, and broadcasting a batch-1 term
+                y = cl.conv_finish(first, y)
             outs.append(cl.to_nchw(cl.run(branch, y, start=1)))
         return outs
