@@ -1,0 +1,6 @@
+"""SkipClick models: builders, the late-fusion API and checkpoint loading."""
+from .build import AUTHORS_MODEL_FILES, VARIANTS, build_skipclick, variant_config
+from .skipclick import BLOCK2_QUIRK, ImageFeatures, SkipClick, SkipClickConfig
+
+__all__ = ["AUTHORS_MODEL_FILES", "BLOCK2_QUIRK", "VARIANTS", "ImageFeatures", "SkipClick",
+           "SkipClickConfig", "build_skipclick", "variant_config"]

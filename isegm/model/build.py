@@ -1,0 +1,80 @@
+"""SkipClick variants by name (the paper's rows) and the builder.
+
+A variant is data: the ``SkipClickConfig`` fields that differ from the default (full SkipClick,
+DINOv2 ViT-B/14 with 4 registers). ``AUTHORS_MODEL_FILES`` maps the authors' model-script names
+to ours, so their experiment names keep working.
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, Optional, Union
+
+import torch
+
+from .backbones import BACKBONES
+from .skipclick import SkipClick, SkipClickConfig
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+VARIANTS: Dict[str, Dict] = {
+    # Table 2 rows (ablation), in order
+    "baseline": dict(tap_blocks=(2,), skip_connections=False, freeze_backbone=False),   # block-2 quirk
+    "frozen_backbone": dict(tap_blocks=(2,), skip_connections=False),                   # block-2 quirk
+    "intermediate_features": dict(skip_connections=False),
+    "skipclick": dict(),                                                                # + Skip Connections
+    "skipclick_dinov3": dict(backbone="dinov3_vitb16", tap_norm=True),
+    # Table 6: fusion-stack depth (4 is the default)
+    "skipclick_depth2": dict(fusion_depth=2),
+    "skipclick_depth3": dict(fusion_depth=3),
+    "skipclick_depth5": dict(fusion_depth=5),
+    "skipclick_depth6": dict(fusion_depth=6),
+}
+
+AUTHORS_MODEL_FILES = {
+    "featurevit_base448_cocolvis_itermask_unfrozen": "baseline",
+    "featurevit_base448_cocolvis_itermask": "frozen_backbone",
+    "featurevit_base448_cocolvis_itermask_intermediate": "intermediate_features",
+    "featurevit_base448_cocolvis_itermask_intermediate_skip": "skipclick",
+    "featurevit_dinov3_base448_cocolvis_itermask_intermediate_skip": "skipclick_dinov3",
+    **{f"featurevit_base448_cocolvis_itermask_intermediate_skip_p{d}": f"skipclick_depth{d}" for d in (2, 3, 5, 6)},
+}
+
+
+def variant_config(variant: str, **overrides) -> SkipClickConfig:
+    """The config of a named variant (ours or the authors' model-file name), with overrides."""
+    name = AUTHORS_MODEL_FILES.get(variant, variant)
+    if name not in VARIANTS:
+        raise ValueError(f"unknown SkipClick variant {variant!r}; known: {', '.join(VARIANTS)}")
+    return SkipClickConfig(**{**VARIANTS[name], **overrides})
+
+
+def missing_weights_message(path: PathLike, what: str, source: str) -> str:
+    """One sentence naming the missing file, what it is, and where a user gets it."""
+    return (f"{what} not found at {os.fspath(path)!r}. Download it from {source} and point to it "
+            "(config.yml or the --backbone-weights / --checkpoint flag). Nothing is downloaded at run time.")
+
+
+def load_backbone_weights(model: SkipClick, path: PathLike) -> None:
+    """Load an official DINOv2 / DINOv3 release file into the model's backbone (``strict=True``)."""
+    spec = BACKBONES[model.config.backbone]
+    if not os.path.isfile(path):
+        raise FileNotFoundError(missing_weights_message(
+            path, f"{model.config.backbone} backbone weights ({spec.weights_file})", spec.weights_source))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        model.feature_extractor.vit.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{os.fspath(path)!r} is not a {model.config.backbone} weights file: {err}") from None
+
+
+def build_skipclick(variant: str = "skipclick", backbone_weights: Optional[PathLike] = None,
+                    **overrides) -> SkipClick:
+    """A SkipClick variant (see ``VARIANTS``), optionally with pretrained backbone weights.
+
+    Without ``backbone_weights`` every weight is freshly initialised (useful for tests and
+    benchmarks); trained SkipClick weights come from ``load_checkpoint``.
+    """
+    model = SkipClick(variant_config(variant, **overrides))
+    if backbone_weights is not None:
+        load_backbone_weights(model, backbone_weights)
+    return model
