@@ -1,0 +1,31 @@
+# Set-up and entry points. Each target installs what it needs into .venv (reusing a system
+# torch when one is installed; otherwise the CPU build torch==2.13.0).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH ?= torch==2.13.0
+BENCH_ARGS ?= --variant skipclick --size 448 --device cpu --dtype fp32 --clicks 30
+
+.PHONY: install test test-all benchmark clean
+
+$(VENV)/.installed: setup.py requirements.txt
+	$(PYTHON) -m venv --system-site-packages $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+## Run the test suite (the slow-marked tests are skipped; `make test-all` runs them too).
+test: install
+	$(PY) -m pytest -q -m "not slow" tests
+
+test-all: install
+	$(PY) -m pytest -q tests
+
+## Per-click latency of the late-fusion model on the built-in default (random weights).
+benchmark: install
+	$(PY) scripts/benchmark_latency.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) *.egg-info

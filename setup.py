@@ -1,0 +1,21 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+version = {}
+exec((here / "isegm" / "__init__.py").read_text(), version)
+
+setup(
+    name="skipclick",
+    version=version["__version__"],
+    description="Click-based interactive segmentation with late-fusion models (SkipClick) in pure PyTorch",
+    long_description=(here / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.9",
+    packages=find_packages(include=["isegm", "isegm.*"]),
+    install_requires=[line.split("#")[0].strip() for line in (here / "requirements.txt").read_text().splitlines()
+                      if line.split("#")[0].strip()],
+    extras_require={"dev": ["pytest>=7"]},
+)
