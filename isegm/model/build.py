@@ -54,12 +54,16 @@ def missing_weights_message(path: PathLike, what: str, source: str) -> str:
             "(config.yml or the --backbone-weights / --checkpoint flag). Nothing is downloaded at run time.")
 
 
-def load_backbone_weights(model: SkipClick, path: PathLike) -> None:
-    """Load an official DINOv2 / DINOv3 release file into the model's backbone (``strict=True``)."""
-    spec = BACKBONES[model.config.backbone]
+def _require_backbone_file(backbone: str, path: PathLike) -> None:
+    spec = BACKBONES[backbone]
     if not os.path.isfile(path):
         raise FileNotFoundError(missing_weights_message(
-            path, f"{model.config.backbone} backbone weights ({spec.weights_file})", spec.weights_source))
+            path, f"{backbone} backbone weights ({spec.weights_file})", spec.weights_source))
+
+
+def load_backbone_weights(model: SkipClick, path: PathLike) -> None:
+    """Load an official DINOv2 / DINOv3 release file into the model's backbone (``strict=True``)."""
+    _require_backbone_file(model.config.backbone, path)
     state = torch.load(path, map_location="cpu", weights_only=True)
     try:
         model.feature_extractor.vit.load_state_dict(state, strict=True)
@@ -74,7 +78,10 @@ def build_skipclick(variant: str = "skipclick", backbone_weights: Optional[PathL
     Without ``backbone_weights`` every weight is freshly initialised (useful for tests and
     benchmarks); trained SkipClick weights come from ``load_checkpoint``.
     """
-    model = SkipClick(variant_config(variant, **overrides))
+    config = variant_config(variant, **overrides)
+    if backbone_weights is not None:   # fail before the (slow) construction
+        _require_backbone_file(config.backbone, backbone_weights)
+    model = SkipClick(config)
     if backbone_weights is not None:
         load_backbone_weights(model, backbone_weights)
     return model

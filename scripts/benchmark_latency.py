@@ -1,0 +1,222 @@
+"""Latency of SkipClick's late-fusion API: ``encode_image`` once per image, ``decode`` per click.
+
+Also times the full forward and, for comparison on the same machine and run, the per-click
+work as the authors' ``apply_click`` does it (``authors_decode``: fusion linear recomputed
+each click, FPN convolutions over the concatenated maps in NCHW, head fused at full
+resolution). Works with random weights (architecture-only timing) or a checkpoint.
+
+    python scripts/benchmark_latency.py --variant skipclick --size 448 672 896 --device cpu \
+        --dtype fp32 bf16 --clicks 30 --json benchmarks/cpu.json
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from isegm.model import ImageFeatures, SkipClick, build_skipclick  # noqa: E402
+from isegm.model.clicks import encode_clicks  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def authors_decode(model: SkipClick, features: ImageFeatures, points: torch.Tensor,
+                   prev_mask: torch.Tensor) -> torch.Tensor:
+    """The authors' per-click computation, restated plainly (reference for speed and outputs)."""
+    taps = features.taps
+    tokens = model.fuse(torch.cat(taps, dim=-1)) if model.fuse is not None else taps[0]
+    clicks = model.patch_embed_coords(encode_clicks(points, prev_mask, model.config.disk_radius))
+    x = model.backbone_mix(tokens, clicks, model.backbone_mix.pos_embed_for(features.grid))
+
+    def as_map(t: torch.Tensor) -> torch.Tensor:
+        return t.transpose(1, 2).reshape(t.shape[0], t.shape[2], *features.grid).expand(x.shape[0], -1, -1, -1)
+
+    mixed = as_map(x)
+    levels = [branch(torch.cat([mixed, as_map(tap)], 1) if model.config.skip_connections else mixed)
+              for branch, tap in zip(model.neck.branches, taps * 4)]
+    head = model.head
+    size = levels[0].shape[-2:]
+    parts = [F.interpolate(conv(level), size=size, mode="bilinear", align_corners=False)
+             for conv, level in zip(head.convs, levels)]
+    out = head.fusion_conv(torch.cat(parts, 1))
+    if head.upsample != "x1":
+        out = head.up_conv1(out)
+    if head.upsample == "x4":
+        out = head.up_conv2(out)
+    out = head.conv_seg(head.dropout(out))
+    return F.interpolate(out, size=features.image_size, mode="bilinear", align_corners=True)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds taken by ``fn`` (GPU work included)."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def stats_ms(seconds: List[float]) -> Dict[str, float]:
+    ms = sorted(s * 1000 for s in seconds)
+    return {"median_ms": statistics.median(ms), "p90_ms": ms[min(len(ms) - 1, int(round(0.9 * (len(ms) - 1))))],
+            "n": len(ms)}
+
+
+def click_sequence(n: int, size: int, batch: int, generator: torch.Generator) -> List[torch.Tensor]:
+    """Points tensors after each of ``n`` clicks (alternating positive / negative), RITM layout."""
+    coords = torch.randint(0, size, (batch, n, 2), generator=generator).float()
+    sequences = []
+    for k in range(1, n + 1):
+        npos, nneg = (k + 1) // 2, k // 2
+        pts = -torch.ones(batch, 2 * npos, 3)
+        pts[:, :npos, :2] = coords[:, 0:k:2]
+        pts[:, :npos, 2] = torch.arange(0, k, 2).float()
+        pts[:, npos:npos + nneg, :2] = coords[:, 1:k:2]
+        pts[:, npos:npos + nneg, 2] = torch.arange(1, k, 2).float()
+        sequences.append(pts)
+    return sequences
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux: KiB
+
+
+def run_size(model: SkipClick, size: int, args: argparse.Namespace, device: torch.device) -> Dict:
+    """All measurements for one input size and dtype."""
+    gen = torch.Generator().manual_seed(size)
+    image = torch.rand(args.batch_size, 3, size, size, generator=gen).to(device)
+    clicks = [p.to(device) for p in click_sequence(args.clicks + args.warmup, size, args.batch_size, gen)]
+    dtype = DTYPES[args.dtype]
+    autocast = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext())
+    result: Dict = {"size": size}
+    with torch.inference_mode(), autocast:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        encode = []
+        for _ in range(args.warmup + args.encode_repeats):
+            encode.append(timed(lambda: model.encode_image(image), device))
+        result["encode_image"] = stats_ms(encode[args.warmup:])
+        features = model.encode_image(image)
+        prev = torch.zeros(args.batch_size, 1, size, size, device=device)
+        per_click = []
+        for points in clicks:
+            start = time.perf_counter()
+            logits = model.decode(features, points, prev)
+            prev = torch.sigmoid(logits.float())   # the evaluation protocol feeds back probabilities
+            synchronize(device)
+            per_click.append(time.perf_counter() - start)
+        result["decode"] = stats_ms(per_click[args.warmup:])
+        result["peak_memory_mb"] = peak_memory_mb(device)
+        x = torch.cat([image, prev], 1)
+        last = clicks[-1]
+        result["forward"] = stats_ms([timed(lambda: model(x, last), device) for _ in range(args.forward_repeats)])
+        if args.authors:
+            times = [timed(lambda: authors_decode(model, features, last, prev), device)
+                     for _ in range(args.warmup + args.forward_repeats)]
+            result["authors_decode"] = stats_ms(times[args.warmup:])
+            result["decode_speedup_vs_authors"] = (result["authors_decode"]["median_ms"]
+                                                   / result["decode"]["median_ms"])
+    if dtype != torch.float32:
+        with torch.inference_mode():
+            ref = model.decode(model.encode_image(image), last, prev)
+            with autocast:
+                low = model.decode(model.encode_image(image), last, prev)
+        result["mask_agreement_vs_fp32"] = ((ref > 0) == (low.float() > 0)).float().mean().item()
+    return result
+
+
+def print_table(rows: List[Dict], meta: Dict) -> None:
+    """A Markdown table of one dtype's results."""
+    print(f"\n{meta['variant']} on {meta['device_name']} ({meta['device']}, {meta['dtype']}, batch "
+          f"{meta['batch_size']}, {meta['threads']} threads, torch {meta['torch']}, {meta['weights']} weights)\n")
+    cols = ["size", "encode_image ms (median / p90)", "decode ms (median / p90)", "forward ms",
+            "authors' per-click ms", "decode speedup", "peak MB", "mask agreement vs fp32"]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        authors = r.get("authors_decode")
+        cells = [str(r["size"]),
+                 f"{r['encode_image']['median_ms']:.1f} / {r['encode_image']['p90_ms']:.1f}",
+                 f"{r['decode']['median_ms']:.1f} / {r['decode']['p90_ms']:.1f}",
+                 f"{r['forward']['median_ms']:.1f}",
+                 f"{authors['median_ms']:.1f}" if authors else "-",
+                 f"{r['decode_speedup_vs_authors']:.2f}x" if authors else "-",
+                 f"{r['peak_memory_mb']:.0f}",
+                 f"{r['mask_agreement_vs_fp32']:.4f}" if "mask_agreement_vs_fp32" in r else "-"]
+        print("| " + " | ".join(cells) + " |")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--variant", default="skipclick", help="model variant (see isegm.model.VARIANTS)")
+    p.add_argument("--checkpoint", help="trained checkpoint to time instead of random weights")
+    p.add_argument("--size", type=int, nargs="+", default=[448], help="square input sizes (448, 672, 896)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--dtype", nargs="+", default=["fp32"], choices=sorted(DTYPES),
+                   help="fp32, or autocast bf16 / fp16 (on CPUs without AVX512-BF16/AMX bf16 is slower)")
+    p.add_argument("--batch-size", type=int, default=1, help="click sets decoded at once against one image")
+    p.add_argument("--clicks", type=int, default=30, help="timed clicks per size (after warm-up)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--encode-repeats", type=int, default=5)
+    p.add_argument("--forward-repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-authors", dest="authors", action="store_false",
+                   help="skip timing the authors' per-click computation")
+    p.add_argument("--json", help="write all figures to this JSON file")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> List[Dict]:
+    args = parse_args(argv)
+    if args.clicks < 1:
+        raise SystemExit("--clicks must be at least 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is visible to torch")
+    if args.checkpoint:
+        from isegm.model.checkpoint import load_checkpoint
+        model = load_checkpoint(args.checkpoint, device=device)
+    else:
+        model = build_skipclick(args.variant).eval().to(device)
+    runs = []
+    for dtype in args.dtype:
+        meta = {"variant": args.checkpoint or args.variant, "device": args.device, "dtype": dtype,
+                "batch_size": args.batch_size, "threads": torch.get_num_threads(), "torch": torch.__version__,
+                "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+                or platform.machine(), "clicks": args.clicks, "weights": "checkpoint" if args.checkpoint else "random"}
+        rows = [run_size(model, size, argparse.Namespace(**{**vars(args), "dtype": dtype}), device)
+                for size in args.size]
+        print_table(rows, meta)
+        runs.append({"meta": meta, "results": rows})
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(runs, f, indent=2)
+        print(f"wrote {args.json}")
+    return runs
+
+
+if __name__ == "__main__":
+    main()
