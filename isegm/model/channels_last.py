@@ -50,13 +50,15 @@ def conv_bias(layer: nn.Module) -> Optional[Tensor]:
     return layer.bias.repeat_interleave(4) if _kind(layer) == "up2" else layer.bias
 
 
+def shuffle_up2(y: Tensor, channels: int) -> Tensor:
+    """``[B, h, w, channels*4]`` with columns ``(c, kh, kw)`` -> ``[B, 2h, 2w, channels]``."""
+    B, h, w, _ = y.shape
+    return y.reshape(B, h, w, channels, 2, 2).permute(0, 1, 4, 2, 5, 3).reshape(B, 2 * h, 2 * w, channels)
+
+
 def conv_finish(layer: nn.Module, y: Tensor) -> Tensor:
     """Turn the product's columns back into a channels-last map (pixel shuffle for ``up2``)."""
-    if _kind(layer) != "up2":
-        return y
-    B, h, w, _ = y.shape
-    cout = layer.weight.shape[1]
-    return y.reshape(B, h, w, cout, 2, 2).permute(0, 1, 4, 2, 5, 3).reshape(B, 2 * h, 2 * w, cout)
+    return shuffle_up2(y, layer.weight.shape[1]) if _kind(layer) == "up2" else y
 
 
 def conv(layer: nn.Module, x: Tensor) -> Tensor:
@@ -69,15 +71,19 @@ def group_norm(layer: nn.GroupNorm, x: Tensor) -> Tensor:
     return from_nchw(F.group_norm(to_nchw(x), layer.num_groups, layer.weight, layer.bias, layer.eps))
 
 
+def apply(layer: nn.Module, x: Tensor) -> Tensor:
+    """``layer(x)`` for a conv, GroupNorm, GELU or ReLU and a channels-last map."""
+    if isinstance(layer, nn.GroupNorm):
+        return group_norm(layer, x)
+    if isinstance(layer, (nn.GELU, nn.ReLU)):
+        return layer(x)
+    return conv(layer, x)
+
+
 def run(layers: nn.Sequential, x: Tensor, start: int = 0) -> Tensor:
-    """Apply ``layers[start:]`` (convs, GroupNorm, GELU, ReLU) to a channels-last map."""
+    """Apply ``layers[start:]`` to a channels-last map."""
     for layer in list(layers)[start:]:
-        if isinstance(layer, nn.GroupNorm):
-            x = group_norm(layer, x)
-        elif isinstance(layer, (nn.GELU, nn.ReLU)):
-            x = layer(x)
-        else:
-            x = conv(layer, x)
+        x = apply(layer, x)
     return x
 
 
@@ -91,5 +97,5 @@ def from_nchw(x: Tensor) -> Tensor:
     return x.permute(0, 2, 3, 1)
 
 
-__all__ = ["conv", "conv_bias", "conv_finish", "conv_matrix", "conv_rows", "from_nchw",
-           "group_norm", "run", "to_nchw"]
+__all__ = ["apply", "conv", "conv_bias", "conv_finish", "conv_matrix", "conv_rows", "from_nchw",
+           "group_norm", "run", "shuffle_up2", "to_nchw"]

@@ -1,18 +1,34 @@
 """SimpleFPN (ViTDet-style) turning the fused ``[B, N, C]`` tokens into a 4-level pyramid.
 
-With skip connections each branch reads ``cat([fusion-stack output, tapped backbone map])``.
-A branch's first layer is linear in that input, so its image-only half (the tap's share plus
-the bias) is computed once per image by ``precompute_skips``; per click only the click-dependent
-half is multiplied. The sum is the same layer, evaluated in another order.
+Per click, each branch recomputes only what depends on the clicks. ``precompute`` runs once
+per image and caches, per branch:
+
+* with skip connections, the image-only half of the first layer: the branch reads
+  ``cat([fusion-stack output, tapped backbone map])``, and a linear layer of a concatenation is
+  the sum of its two halves, so the tap's half (plus the bias) is computed once;
+* every ``2x2 ConvT -> GroupNorm(1) -> 1x1 conv`` run folded into one product
+  (``norm_fold.FoldedNorm``), with its image-only statistics terms.
+
+The sums are the same layers, evaluated in another order.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from . import channels_last as cl
+from .norm_fold import FoldedNorm, foldable
+
+
+@dataclass
+class BranchCache:
+    """Click-independent state of one FPN branch (see ``SimpleFPN.precompute``)."""
+
+    skip: Optional[Tensor] = None                            # [B', h, w, cols] first layer's tap half
+    folds: Dict[int, FoldedNorm] = field(default_factory=dict)   # first layer index -> folded run
 
 
 class SimpleFPN(nn.Module):
@@ -52,38 +68,62 @@ class SimpleFPN(nn.Module):
         k = w.shape[0] // (self.in_dim + self.skip_dim)   # rows per input channel (4 for 2x2 convs)
         return w[: self.in_dim * k], w[self.in_dim * k:]
 
-    def precompute_skips(self, taps: Sequence[Tensor], grid: Tuple[int, int]) -> List[Tensor]:
-        """Image-only share of each branch's first layer: ``tap_i @ W_skip + bias``, pre-shuffle.
+    def precompute(self, taps: Optional[Sequence[Tensor]], grid: Tuple[int, int]) -> List[BranchCache]:
+        """Each branch's click-independent state, once per image.
 
-        ``taps``: four ``[B, N, C]`` maps, for branches 4, 8, 16, 32 in that order.
+        ``taps``: with skip connections, four ``[B, N, C]`` maps for branches 4, 8, 16, 32 in
+        that order (None without). Weight-derived terms are rebuilt here too, so a cache always
+        matches the current weights (also while training).
         """
-        if not self.skip_dim or len(taps) != 4:
-            raise ValueError(f"skip connections need 4 tapped maps and skip_dim > 0 (got {len(taps)}, {self.skip_dim})")
-        terms = []
-        for branch, tap in zip(self.branches, taps):
-            first = branch[0]
-            rows = cl.conv_rows(first, tap.reshape(tap.shape[0], *grid, -1))
-            terms.append(torch.addmm(cl.conv_bias(first), rows.flatten(0, 2), self._split(first)[1])
-                         .view(*rows.shape[:3], -1))
-        return terms
+        if self.skip_dim and (taps is None or len(taps) != 4):
+            raise ValueError(f"this FPN has skip connections: it needs 4 tapped maps, got "
+                             f"{None if taps is None else len(taps)}")
+        caches = []
+        for b, branch in enumerate(self.branches):
+            cache = BranchCache()
+            if self.skip_dim:
+                first = branch[0]
+                rows = cl.conv_rows(first, taps[b].reshape(taps[b].shape[0], *grid, -1))
+                cache.skip = (torch.addmm(cl.conv_bias(first), rows.flatten(0, 2), self._split(first)[1])
+                              .view(*rows.shape[:3], -1))
+            i = 0
+            while i < len(branch):
+                if not foldable(branch, i):
+                    i += 1
+                    continue
+                head = i == 0 and cache.skip is not None   # z carries only the fusion-stack channels
+                cache.folds[i] = FoldedNorm.build(*branch[i:i + 3], in_rows=slice(0, self.in_dim) if head
+                                                  else slice(None), offset=cache.skip if head else None)
+                if head:
+                    cache.skip = None                      # now inside the fold's offset
+                i += 3
+            caches.append(cache)
+        return caches
 
     def forward(self, x: Tensor, grid: Tuple[int, int],
-                skip_terms: Optional[Sequence[Tensor]] = None) -> List[Tensor]:
+                cache: Optional[Sequence[BranchCache]] = None) -> List[Tensor]:
         """``x`` [B, N, in_dim] -> four ``[B, C_i, h_i, w_i]`` maps (channels-last memory).
 
-        ``skip_terms``: the output of ``precompute_skips`` (batch 1 or B), required with skips.
+        ``cache``: the output of ``precompute`` (batch 1 or B); required with skip connections,
+        computed here otherwise.
         """
-        if self.skip_dim and skip_terms is None:
-            raise ValueError("this FPN has skip connections: pass skip_terms from precompute_skips()")
+        if cache is None:
+            if self.skip_dim:
+                raise ValueError("this FPN has skip connections: pass the cache from precompute(taps, grid)")
+            cache = self.precompute(None, grid)
         x = x.reshape(x.shape[0], *grid, -1)
-        outs = []
-        for i, branch in enumerate(self.branches):
+        return [cl.to_nchw(self._branch(branch, x, c)) for branch, c in zip(self.branches, cache)]
+
+    def _branch(self, branch: nn.Sequential, x: Tensor, cache: BranchCache) -> Tensor:
+        i, y = 0, x
+        if cache.skip is not None:
             first = branch[0]
-            if skip_terms is None:
-                y = cl.conv(first, x)
+            y = torch.matmul(cl.conv_rows(first, x), self._split(first)[0])
+            y += cache.skip   # in place: the product is a fresh tensor, and broadcasting a batch-1 term
+            y, i = cl.conv_finish(first, y), 1
+        while i < len(branch):
+            if i in cache.folds:
+                y, i = cache.folds[i](y), i + 3
             else:
-                y = torch.matmul(cl.conv_rows(first, x), self._split(first)[0])
-                y += skip_terms[i]   # in place: the product is a fresh tensor, and broadcasting a batch-1 term
-                y = cl.conv_finish(first, y)
-            outs.append(cl.to_nchw(cl.run(branch, y, start=1)))
-        return outs
+                y, i = cl.apply(branch[i], y), i + 1
+        return y

@@ -4,7 +4,7 @@
 
     encode_image(image)                      once per image
       normalise -> backbone taps (blocks 2, 5, 8, 11) -> fuse (Linear 4C -> C) -> image tokens
-      + fusion-stack position table, + image-only half of each FPN branch's first layer
+      + fusion-stack position table, + each FPN branch's click-independent terms
     decode(features, points, prev_mask)      per click
       click disks + prev mask -> patch embed -> + image tokens -> fusion stack
       -> SimpleFPN (skips cached) -> SegFormer head -> bilinear upsample (align_corners=True)
@@ -26,7 +26,7 @@ from .clicks import DISK_RADIUS, encode_clicks, validate_points
 from .fusion import FusionStack, token_grid
 from .head import SegFormerHead
 from .layers import PatchEmbed
-from .neck import SimpleFPN
+from .neck import BranchCache, SimpleFPN
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -88,14 +88,14 @@ class ImageFeatures:
     ``taps``: the tapped backbone maps ``[B, N, C]`` (prefix tokens dropped).
     ``tokens``: image tokens entering the fusion stack ``[B, N, C]``.
     ``pos_embed``: the fusion stack's position table for this grid ``[1, N, C]``.
-    ``skip_terms``: image-only share of each FPN branch's first layer (None without skips).
+    ``neck``: each FPN branch's click-independent state (``SimpleFPN.precompute``).
     ``grid``: token grid (gh, gw); ``image_size``: (H, W) of the network input.
     """
 
     taps: List[Tensor]
     tokens: Tensor
     pos_embed: Tensor
-    skip_terms: Optional[List[Tensor]]
+    neck: List[BranchCache]
     grid: Tuple[int, int]
     image_size: Tuple[int, int]
 
@@ -160,9 +160,9 @@ class SkipClick(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_backbone):
             taps = self.feature_extractor(self.normalize(image))
         tokens = self.fuse(torch.cat(taps, dim=-1)) if self.fuse is not None else taps[0]
-        skip_terms = self.neck.precompute_skips(taps, grid) if self.config.skip_connections else None
-        return ImageFeatures(taps, tokens, self.backbone_mix.pos_embed_for(grid), skip_terms,
-                             grid, tuple(image.shape[-2:]))
+        neck = self.neck.precompute(taps if self.config.skip_connections else None, grid)
+        return ImageFeatures(taps, tokens, self.backbone_mix.pos_embed_for(grid), neck, grid,
+                             tuple(image.shape[-2:]))
 
     def decode(self, features: ImageFeatures, points: Tensor, prev_mask: Optional[Tensor] = None) -> Tensor:
         """Per-click path: logits ``[B, 1, H, W]`` at the input resolution (before any sigmoid).
@@ -184,7 +184,7 @@ class SkipClick(nn.Module):
         validate_points(points, (H, W))
         click_tokens = self.patch_embed_coords(encode_clicks(points, prev_mask, self.config.disk_radius))
         x = self.backbone_mix(features.tokens, click_tokens, features.pos_embed)
-        logits = self.head(self.neck(x, features.grid, features.skip_terms))
+        logits = self.head(self.neck(x, features.grid, features.neck))
         return F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=True)
 
     def forward(self, x: Tensor, points: Tensor) -> Dict[str, Optional[Tensor]]:
