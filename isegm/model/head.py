@@ -5,11 +5,15 @@ and the concatenation is mixed by a 1x1 ``fusion_conv`` + ReLU, then classified 
 A 1x1 conv commutes with a bilinear resize (both are linear, one over channels, one over
 space), so each level's share of ``fusion_conv`` is applied at that level's own resolution and
 resized afterwards: the same function, with 1/4 of the multiply-adds at the finest level.
+The resize itself is separable: a product with a ``[W, w]`` matrix along the width, then one
+with an ``[H, h]`` matrix along the height that accumulates straight into the sum, so no
+full-resolution copy of a coarse level is ever made.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -35,6 +39,16 @@ def _up_conv(channels: int) -> nn.Sequential:
 UPSAMPLE_FACTORS = {"x1": 1, "x2": 2, "x4": 4}
 
 
+def resize_matrix(size_in: int, size_out: int, like: Tensor) -> Tensor:
+    """``[size_out, size_in]`` weights of a 1-D linear resize with ``align_corners=False``.
+
+    Made by resizing the identity with ``F.interpolate``, so the weights are the ones torch's
+    bilinear kernel uses along each axis.
+    """
+    eye = torch.eye(size_in, dtype=like.dtype, device=like.device)[None]
+    return F.interpolate(eye, size=size_out, mode="linear", align_corners=False)[0].t()
+
+
 class SegFormerHead(nn.Module):
     """``upsample`` x2 / x4 widens the head 2x / 4x and adds 1 / 2 learned 2x up-convs before
     ``conv_seg``; x1 (the authors' default) leaves ``up_conv1/2`` unused but in the state dict."""
@@ -55,18 +69,18 @@ class SegFormerHead(nn.Module):
 
     def fuse(self, inputs: Sequence[Tensor]) -> Tensor:
         """``fusion_conv`` output (after its ReLU), ``[B, width, h0, w0]`` at the finest level."""
-        size = inputs[0].shape[-2:]
         fusion = self.fusion_conv.conv
         w = fusion.weight.flatten(1)                                      # [width, levels*width]
         width = w.shape[0]
-        total = None
-        for i, (x, level) in enumerate(zip(inputs, self.convs)):
-            y = F.relu(cl.conv(level.conv, cl.from_nchw(x)))
-            y = F.linear(y, w[:, i * width:(i + 1) * width])              # this level's share
-            if y.shape[1:3] != size:
-                y = cl.from_nchw(F.interpolate(cl.to_nchw(y), size=size, mode="bilinear", align_corners=False))
-            total = y if total is None else total + y
-        return cl.to_nchw(F.relu(total + fusion.bias))
+        shares = [F.linear(F.relu(cl.conv(level.conv, cl.from_nchw(x))), w[:, i * width:(i + 1) * width])
+                  for i, (x, level) in enumerate(zip(inputs, self.convs))]   # each level's share
+        B, H, W, _ = shares[0].shape
+        total = shares[0] + fusion.bias
+        for y in shares[1:]:
+            y = torch.matmul(resize_matrix(y.shape[2], W, y), y)             # width: [B, h, W, width]
+            rows = resize_matrix(y.shape[1], H, y).expand(B, -1, -1)
+            total.view(B, H, W * width).baddbmm_(rows, y.reshape(B, y.shape[1], W * width))   # height, summed
+        return cl.to_nchw(F.relu(total))
 
     def forward(self, inputs: Sequence[Tensor]) -> Tensor:
         """Four pyramid maps -> logits ``[B, num_classes, h, w]`` (h = h0 * upsample factor)."""
