@@ -8,13 +8,23 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_latency.py"
 
 
-def test_benchmark_smoke(tmp_path, capsys):
+import pytest
+
+QUICK = ["--variant", "skipclick_depth2", "--clicks", "3", "--warmup", "1", "--encode-repeats", "1",
+         "--forward-repeats", "1", "--authors-repeats", "2"]
+
+
+@pytest.fixture(scope="module")
+def bench():
     spec = importlib.util.spec_from_file_location("benchmark_latency", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_smoke(bench, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    runs = bench.main(["--variant", "skipclick_depth2", "--size", "28", "56", "--clicks", "3", "--warmup", "1",
-                       "--encode-repeats", "1", "--forward-repeats", "1", "--batch-size", "2", "--json", str(out)])
+    runs = bench.main(QUICK + ["--size", "28", "56", "--batch-size", "2", "--json", str(out)])
     table = capsys.readouterr().out
     assert "| 28 |" in table and "| 56 |" in table
     assert json.loads(out.read_text()) == json.loads(json.dumps(runs))
@@ -24,4 +34,14 @@ def test_benchmark_smoke(tmp_path, capsys):
         assert row["decode"]["n"] == 3
         assert row["decode"]["median_ms"] > 0 and row["decode"]["p90_ms"] >= row["decode"]["median_ms"]
         assert row["encode_image"]["n"] == 1 and row["peak_memory_mb"] > 0
-        assert row["decode_speedup_vs_authors"] > 0
+        assert row["decode_speedup_vs_authors"] > 0 and row["authors_decode"]["n"] == 2
+        # the authors' per-click computation and ours are the same function
+        assert row["max_abs_logit_diff_vs_authors"] < 1e-5
+
+
+def test_reduced_precision_without_hardware_support_is_skipped(bench, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "native_reduced_precision", lambda device, dtype: dtype == bench.torch.float32)
+    runs = bench.main(QUICK + ["--size", "28", "--dtype", "fp32", "bf16"])
+    assert "skipping bf16" in capsys.readouterr().out
+    assert [run["meta"]["dtype"] for run in runs] == ["fp32", "bf16"]
+    assert "results" in runs[0] and runs[1]["skipped"] == "no hardware support on this CPU"
