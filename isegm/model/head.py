@@ -75,7 +75,7 @@ class SegFormerHead(nn.Module):
         shares = [F.linear(F.relu(cl.conv(level.conv, cl.from_nchw(x))), w[:, i * width:(i + 1) * width])
                   for i, (x, level) in enumerate(zip(inputs, self.convs))]   # each level's share
         B, H, W, _ = shares[0].shape
-        total = shares[0] + fusion.bias
+        total = shares[0] + fusion.bias.to(shares[0].dtype)   # under autocast the shares are bf16 / fp16
         for y in shares[1:]:
             y = torch.matmul(resize_matrix(y.shape[2], W, y), y)             # width: [B, h, W, width]
             rows = resize_matrix(y.shape[1], H, y).expand(B, -1, -1)

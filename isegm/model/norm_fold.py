@@ -73,24 +73,25 @@ class FoldedNorm:
         connection's, are already in ``offset``). ``offset``: ``[B', h, w, C*4]``, the image-only
         part of ``first``'s pre-shuffle output, bias included; None means the bias alone.
         """
-        a = cl.conv_matrix(first)[in_rows]                           # [Cin, C*4], columns (c, kh, kw)
-        c_out = second.out_channels
-        bg = second.weight.flatten(1) * norm.weight                  # [C_out, C]
-        matrix = torch.einsum("icp,oc->iop", a.unflatten(1, (-1, 4)), bg).flatten(1)
-        col_sum = bg.sum(1).repeat_interleave(4)
-        shift = (second.weight.flatten(1) @ norm.bias + second.bias).repeat_interleave(4)
-        if offset is None:
-            s = cl.conv_bias(first)                                   # [C*4]
-            folded = (bg @ s.view(-1, 4)).flatten()                   # [C_out*4], columns (c_out, kh, kw)
-            zero = s.new_zeros(1, 1, 1)
-            return cls(matrix, a @ a.t(), a, col_sum, shift, folded, s.view(1, 1, -1), None, zero,
-                       c_out, norm.eps)
-        s = offset.flatten(1, 2)                                      # [B', N, C*4]
-        s_mean = s.mean(1, keepdim=True)
-        sc = s - s_mean
-        folded = torch.einsum("bncp,oc->bnop", s.unflatten(2, (-1, 4)), bg).flatten(2)
-        return cls(matrix, a @ a.t(), a, col_sum, shift, folded, s_mean, sc @ a.t(),
-                   sc.square().sum((1, 2), keepdim=True), c_out, norm.eps)
+        # in the weights' precision, autocast or not: the Gram matrix carries the variance
+        with torch.autocast(first.weight.device.type, enabled=False):
+            a = cl.conv_matrix(first)[in_rows]                       # [Cin, C*4], columns (c, kh, kw)
+            bg = second.weight.flatten(1) * norm.weight              # [C_out, C]
+            matrix = torch.einsum("icp,oc->iop", a.unflatten(1, (-1, 4)), bg).flatten(1)
+            col_sum = bg.sum(1).repeat_interleave(4)
+            shift = (second.weight.flatten(1) @ norm.bias + second.bias).repeat_interleave(4)
+            fixed = dict(matrix=matrix, gram=a @ a.t(), a=a, col_sum=col_sum, shift=shift,
+                         out_channels=second.out_channels, eps=norm.eps)
+            if offset is None:
+                s = cl.conv_bias(first)                               # [C*4]
+                return cls(offset=(bg @ s.view(-1, 4)).flatten(), offset_mean=s.view(1, 1, -1), cross=None,
+                           offset_ss=s.new_zeros(1, 1, 1), **fixed)
+            s = offset.to(a.dtype).flatten(1, 2)                      # [B', N, C*4]
+            s_mean = s.mean(1, keepdim=True)
+            sc = s - s_mean
+            return cls(offset=torch.einsum("bncp,oc->bnop", s.unflatten(2, (-1, 4)), bg).flatten(2),
+                       offset_mean=s_mean, cross=sc @ a.t(), offset_ss=sc.square().sum((1, 2), keepdim=True),
+                       **fixed)
 
     def __call__(self, z: Tensor) -> Tensor:
         """``z`` [B, h, w, Cin] channels-last -> ``second(norm(first(...)))`` [B, 2h, 2w, C_out]."""
