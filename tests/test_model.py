@@ -142,6 +142,16 @@ def test_points_layout_checked(model, features):
         model.decode(features, torch.zeros(1, 3, 3))
 
 
+def test_points_in_the_protocols_open_range_are_accepted(model, features):
+    H, W = features.image_size
+    # A click on the last row/column resized by th * y / H, and its mirror tw - x - 1.
+    edge = torch.tensor([[[H - 1e-3, -1 + 1e-3, 0.0], [-1.0, -1.0, -1.0]]])
+    assert model.decode(features, edge).shape == (1, 1, H, W)
+    for y, x in [(H, 3.0), (3.0, -1.0), (3.0, W + 0.5)]:
+        with pytest.raises(ValueError, match="lies outside"):
+            model.decode(features, torch.tensor([[[y, x, 0.0], [-1.0, -1.0, -1.0]]]))
+
+
 def test_missing_backbone_weights_names_file_and_source(tmp_path):
     missing = tmp_path / "dinov2_vitb14_reg4_pretrain.pth"
     with pytest.raises(FileNotFoundError) as err:

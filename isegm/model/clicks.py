@@ -29,7 +29,9 @@ def validate_points(points: Tensor, size: Tuple[int, int]) -> None:
     if not torch.isfinite(yx).all():
         raise ValueError(f"points contain NaN or inf: {points.tolist()}")
     H, W = size
-    outside = ~is_padding(points) & ((yx[..., 0] < 0) | (yx[..., 1] < 0) | (yx[..., 0] > H - 1) | (yx[..., 1] > W - 1))
+    # The evaluation protocol maps pixel indices as th * y / H and mirrors x as tw - x - 1, so
+    # real clicks fill the open range (-1, H) x (-1, W), not only [0, H-1] x [0, W-1].
+    outside = ~is_padding(points) & ((yx[..., 0] <= -1) | (yx[..., 1] <= -1) | (yx[..., 0] >= H) | (yx[..., 1] >= W))
     if outside.any():
         b, i = (int(v) for v in outside.nonzero()[0])
         y, x = (float(v) for v in yx[b, i])
