@@ -1,0 +1,159 @@
+"""Base class of the evaluation datasets, their errors and the file readers they share.
+
+Readers reproduce the original loaders' calls (OpenCV for most images and masks, PIL for
+WSESeg / SHSeg) and turn every silent failure (``cv2.imread`` returns None) into an error that
+names the file.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from ..sample import DSample
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class DatasetError(ValueError):
+    """A dataset file is unreadable or breaks the format; the message names the file.
+
+    ``get_sample`` raises it for the files of that sample, so an evaluation loop can skip the
+    sample (``--skip-bad``); loaders that read files to list their instances (SBD without its
+    cache, WSESeg, SHSeg) raise it at construction.
+    """
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset folder is missing or lacks the expected layout (raised at construction)."""
+
+
+class ISDataset:
+    """An evaluation dataset: ``len(dataset)`` instances, ``get_sample(i)`` loads the i-th.
+
+    Subclasses set ``name`` (the name ``get_dataset`` knows), ``config_key`` (the config.yml
+    key of the root folder) and ``layout`` (the folder tree below the root, shown in errors),
+    fill ``self._samples`` in ``__init__`` and implement ``_load``.
+    """
+
+    name: str = ""
+    config_key: str = ""
+    layout: str = ""
+
+    def __init__(self, root: PathLike) -> None:
+        self.root = Path(root)
+        self._samples: List[Any] = []
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def get_sample(self, index: int) -> DSample:
+        """The ``index``-th instance (0-based, in the original loader's order)."""
+        if not 0 <= index < len(self._samples):
+            raise IndexError(f"sample index {index} out of range for {self.name} ({len(self._samples)} samples)")
+        return self._load(index)
+
+    def _load(self, index: int) -> DSample:
+        raise NotImplementedError
+
+    def check_layout(self, *required: Path) -> None:
+        """Raise ``DatasetNotFoundError`` (with the expected layout) unless every path exists."""
+        if not self.root.is_dir():
+            raise self.not_found(f"{str(self.root)!r} is not a folder")
+        missing = [str(path) for path in required if not path.exists()]
+        if missing:
+            raise self.not_found("missing " + ", ".join(repr(path) for path in missing))
+
+    def not_found(self, problem: str) -> DatasetNotFoundError:
+        """The error for a folder that does not match ``layout``: the problem, the tree, the key."""
+        tree = "\n".join([f"    {self.root}/"] + [f"        {line}" for line in self.layout.strip("\n").splitlines()])
+        return DatasetNotFoundError(
+            f"{self.name} dataset: {problem}.\nExpected layout:\n{tree}\n"
+            f"Set {self.config_key} in config.yml (or the SKIPCLICK_{self.config_key} environment variable) "
+            "to the dataset folder.")
+
+
+class FolderPairsDataset(ISDataset):
+    """Images in one folder and one mask per image in another (GrabCut, Berkeley, DAVIS, COCO_MVal).
+
+    Every file of the image folder is a sample, sorted by path (case-sensitive); its mask is the
+    file of the mask folder whose stem is the image name up to its first dot. Subclasses set the
+    folder names and turn the OpenCV (BGR) read of the mask into a label map in ``_instances``.
+    """
+
+    images_dir: str = ""
+    masks_dir: str = ""
+    ignore_value: Optional[int] = None
+
+    def __init__(self, root: PathLike) -> None:
+        super().__init__(root)
+        images, masks = self.root / self.images_dir, self.root / self.masks_dir
+        self.check_layout(images, masks)
+        self._samples = sorted(images.glob("*.*"))
+        if not self._samples:
+            raise self.not_found(f"no image files in {str(images)!r}")
+        self._masks: Dict[str, List[Path]] = {}
+        for path in masks.glob("*.*"):
+            self._masks.setdefault(path.stem, []).append(path)
+
+    def mask_path(self, image_path: Path) -> Path:
+        """The mask of an image: the mask whose stem is the image name before its first dot."""
+        key = image_path.name.split(".")[0]
+        candidates = sorted(self._masks.get(key, []))
+        if len(candidates) != 1:
+            found = f"found {', '.join(path.name for path in candidates)}" if candidates else "found none"
+            raise DatasetError(f"image {str(image_path)!r} needs exactly one mask named {key!r}.<ext> in "
+                               f"{str(self.root / self.masks_dir)!r}; {found}")
+        return candidates[0]
+
+    def _instances(self, mask_bgr: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _load(self, index: int) -> DSample:
+        image_path = self._samples[index]
+        mask_path = self.mask_path(image_path)
+        image = read_image(image_path)
+        mask = read_mask_bgr(mask_path)
+        check_same_size(image, mask, image_path, mask_path)
+        return DSample(image, self._instances(mask), ignore_value=self.ignore_value, sample_id=index,
+                       image_path=str(image_path), mask_path=str(mask_path))
+
+
+def _imread(path: Path, what: str) -> np.ndarray:
+    try:
+        array = cv2.imread(str(path))
+    except cv2.error as err:
+        raise DatasetError(f"cannot read {what} {str(path)!r}: {err}") from None
+    if array is None:
+        raise DatasetError(f"cannot read {what} {str(path)!r} (missing, unreadable or not an image file)")
+    return array
+
+
+def read_image(path: Path) -> np.ndarray:
+    """uint8 H x W x 3 RGB: the OpenCV read converted from BGR, as the original loaders do."""
+    return cv2.cvtColor(_imread(path, "image"), cv2.COLOR_BGR2RGB)
+
+
+def read_mask_bgr(path: Path) -> np.ndarray:
+    """uint8 H x W x 3: the OpenCV colour (BGR) read of a mask, the input of the mask rules."""
+    return _imread(path, "mask")
+
+
+def read_pil(path: Path, what: str) -> np.ndarray:
+    """``np.array(Image.open(path))``: PIL's decoded array (palette indices for palette files)."""
+    try:
+        with Image.open(path) as image:
+            return np.array(image)
+    except (OSError, ValueError) as err:
+        raise DatasetError(f"cannot read {what} {str(path)!r}: {err}") from None
+
+
+def check_same_size(image: np.ndarray, mask: np.ndarray, image_path: Path, mask_path: Path) -> None:
+    """Raise ``DatasetError`` unless image and mask have the same height and width."""
+    if image.shape[:2] != mask.shape[:2]:
+        raise DatasetError(f"image {str(image_path)!r} is {image.shape[0]}x{image.shape[1]} (HxW) but its mask "
+                           f"{str(mask_path)!r} is {mask.shape[0]}x{mask.shape[1]}")
