@@ -1,0 +1,192 @@
+"""From clicks to a probability map: the evaluation chain of the RITM family.
+
+Per click, as the original ``BasePredictor`` with ``ZoomIn -> SigmoidForPred -> AddHorizontalFlip``
+(``shared/reference/eval/README.md``, "Predictor-side chain"):
+
+1. RGB in [0, 1] plus the previous probability map as a 4th channel; ZoomIn crops it (or takes
+   the whole image) and resizes it to the network size (bilinear, ``align_corners=True``);
+2. clicks are mapped to network pixels in float64; flip TTA adds the left-right flipped copy;
+3. the network's logits of both copies are averaged (the flipped one flipped back), then sigmoid;
+4. the map is resized back to the crop, pasted into zeros of the image size, and kept as the
+   next click's previous-mask channel (probabilities, not a binarised mask).
+
+Two kinds of network are driven: late-fusion models with ``encode_image`` / ``decode``
+(SkipClick), whose image encoder runs once per network image (image and flipped copy in one
+batch) and is reused while the crop is unchanged, and any callable
+``net(cat([image, prev], 1) [B, 4, h, w], points [B, 2P, 3]) -> logits [B, 1, h, w]`` (or a dict
+with ``'instances'``), the family's forward.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .clicker import Click, Clicker
+from .transforms import BBox, ZoomIn, add_flip, flip_clicks, merge_flip, resize
+
+# Network input side per dataset for ``--eval-mode cvpr`` (WSESeg = every ``WSESeg_<class>``);
+# other datasets get DEFAULT_CVPR_SIZE. SimpleClick / SkipClick use a fixed square, RITM the
+# longest side of the crop.
+CVPR_SIZES = {"DAVIS": 672, "HQSeg": 896, "WSESeg": 896, "SHSeg": 896}
+DEFAULT_CVPR_SIZE = 448
+RITM_CVPR_SIZES = {"DAVIS": 600, "HQSeg": 1024, "WSESeg": 1024, "SHSeg": 1024}
+RITM_DEFAULT_CVPR_SIZE = 400
+# "simpleclick" and "skipclick" share the protocol (the original's --eval-fvit only skips a
+# positional-embedding interpolation outside the predictor).
+MODEL_KINDS = ("skipclick", "simpleclick", "ritm")
+
+PADDING = (-1, -1, -1)
+
+# A late-fusion model (encode_image / decode) or the family's forward net(x, points).
+Network = Union[torch.nn.Module, Callable[[Tensor, Tensor], Union[Tensor, Dict[str, Tensor]]]]
+
+
+def zoom_in_params(eval_mode: str = "cvpr", dataset_name: str = "", model_kind: str = "skipclick",
+                   suppress: bool = False) -> Dict[str, Any]:
+    """``ZoomIn`` keyword arguments of the original ``evaluate_model.py``.
+
+    ``eval_mode``: ``cvpr`` (the per-dataset sizes above), ``fixedN`` (an N x N network input)
+    or ``fixedH,W`` (not for RITM). ``suppress``: ``--suppress-zoom`` (SkipClick's official
+    setting), the crop is then always the whole image.
+    """
+    if model_kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model_kind {model_kind!r}; known: {', '.join(MODEL_KINDS)}")
+    ritm = model_kind == "ritm"
+    if eval_mode == "cvpr":
+        key = "WSESeg" if dataset_name.startswith("WSESeg") else dataset_name
+        if ritm:
+            # Longest side; the first click is not zoomed (skip_clicks=1).
+            return dict(target_size=RITM_CVPR_SIZES.get(key, RITM_DEFAULT_CVPR_SIZE), skip_clicks=1,
+                        suppress=suppress)
+        size = CVPR_SIZES.get(key, DEFAULT_CVPR_SIZE)
+        return dict(target_size=(size, size), skip_clicks=-1, suppress=suppress)
+    if eval_mode.startswith("fixed"):
+        sides = eval_mode[len("fixed"):].split(",")
+        if len(sides) > (1 if ritm else 2) or not all(side.isdigit() for side in sides):
+            raise ValueError(f"bad eval_mode {eval_mode!r} for {model_kind}: expected fixedN"
+                             + ("" if ritm else " or fixedH,W"))
+        height, width = int(sides[0]), int(sides[-1])
+        return dict(target_size=(height, width), skip_clicks=-1, suppress=suppress)
+    raise ValueError(f"unknown eval_mode {eval_mode!r}; expected cvpr, fixedN or fixedH,W")
+
+
+def points_from_clicks(clicks_lists: Sequence[Sequence[Click]], clicks_limit: Optional[int] = None) -> Tensor:
+    """The RITM points layout ``[B, 2P, 3]`` (float64) of one click list per batch item.
+
+    Rows are ``(y, x, click index)``: the positive clicks padded with ``(-1, -1, -1)`` to P, then
+    the negative clicks padded the same. P = the largest count of one sign in any full list,
+    capped by ``clicks_limit``, at least 1; ``clicks_limit`` keeps the first clicks of each list.
+    """
+    counts = [n for clicks in clicks_lists for n in (sum(c.is_positive for c in clicks),
+                                                     sum(not c.is_positive for c in clicks))]
+    num_points = max(counts)
+    if clicks_limit is not None:
+        num_points = min(clicks_limit, num_points)
+    num_points = max(1, num_points)
+    rows = []
+    for clicks in clicks_lists:
+        clicks = clicks[:clicks_limit]
+        pos = [c.coords_and_indx for c in clicks if c.is_positive]
+        neg = [c.coords_and_indx for c in clicks if not c.is_positive]
+        rows.append(pos + [PADDING] * (num_points - len(pos)) + neg + [PADDING] * (num_points - len(neg)))
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+class BasePredictor:
+    """``set_input_image(image)`` once per image, then ``get_prediction(clicker)`` after each
+    click of one instance (see the module docstring for the chain).
+
+    ``zoom_in``: None = the full image at full resolution. ``with_flip``: horizontal-flip TTA
+    (on in the original evaluation). ``clicks_limit``: the network sees only the first N clicks.
+    The network is used as given (put it in eval mode and on ``device`` first).
+    """
+
+    def __init__(self, net: Network, zoom_in: Optional[ZoomIn] = None, with_flip: bool = True,
+                 clicks_limit: Optional[int] = None, device: Union[str, torch.device] = "cpu") -> None:
+        self.net = net
+        self.late_fusion = hasattr(net, "encode_image") and hasattr(net, "decode")
+        self.zoom_in = zoom_in
+        self.with_flip = with_flip
+        self.clicks_limit = clicks_limit
+        self.device = torch.device(device)
+        self.original_image: Optional[Tensor] = None
+        self.prev_prediction: Optional[Tensor] = None
+        self._image_key: Optional[Tuple[Optional[BBox]]] = None   # the crop _net_image was made for
+        self._net_image: Optional[Tensor] = None
+        self._features: Any = None
+
+    def set_input_image(self, image: np.ndarray) -> None:
+        """A new image: H x W x 3 RGB, uint8 or float in [0, 1]. Resets the previous prediction."""
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"image must be H x W x 3 (RGB), got shape {image.shape}")
+        if image.dtype == np.uint8:
+            tensor = torch.from_numpy(image).permute(2, 0, 1).float().div(255)
+        elif np.issubdtype(image.dtype, np.floating):
+            tensor = torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1)
+        else:
+            raise ValueError(f"image must be uint8 or float in [0, 1], got dtype {image.dtype}")
+        self.original_image = tensor[None].contiguous().to(self.device)
+        self.prev_prediction = torch.zeros_like(self.original_image[:, :1])
+        if self.zoom_in is not None:
+            self.zoom_in.reset(image.shape[:2])
+        self._image_key = self._net_image = self._features = None
+
+    def get_prediction(self, clicker: Clicker) -> np.ndarray:
+        """Probability map (H x W float32) for all clicks of ``clicker`` so far."""
+        if self.original_image is None:
+            raise RuntimeError("call set_input_image(image) before get_prediction")
+        clicks = clicker.get_clicks()
+        with torch.no_grad():
+            prob = self._predict(clicks)
+            if self.zoom_in is not None and self.zoom_in.needs_recompute():
+                prob = self._predict(clicks)
+        self.prev_prediction = prob
+        return prob[0, 0].cpu().numpy().copy()
+
+    def _predict(self, clicks: List[Click]) -> Tensor:
+        roi = self.zoom_in.update(clicks) if self.zoom_in is not None else None
+        image = self._network_image(roi)
+        prev = self.prev_prediction
+        if roi is not None:
+            prev = self.zoom_in.transform(prev, roi)
+            clicks = self.zoom_in.transform_clicks(clicks, roi)
+        clicks_lists = [clicks]
+        if self.with_flip:
+            prev = add_flip(prev)
+            clicks_lists.append(flip_clicks(clicks, image.shape[-1]))
+        points = points_from_clicks(clicks_lists, self.clicks_limit).to(self.device)
+        if self.late_fusion:
+            logits = self.net.decode(self._features, points, prev)
+        else:
+            out = self.net(torch.cat([image, prev], dim=1), points)
+            logits = out["instances"] if isinstance(out, dict) else out
+        logits = logits.float()   # under autocast the map and the prev channel stay float32
+        if logits.shape[-2:] != image.shape[-2:]:
+            logits = resize(logits, image.shape[-2:])
+        if self.with_flip:
+            logits = merge_flip(logits)
+        prob = torch.sigmoid(logits)
+        return self.zoom_in.inv_transform(prob, roi) if self.zoom_in is not None else prob
+
+    def _network_image(self, roi: Optional[BBox]) -> Tensor:
+        """RGB at network size (and its flipped copy); recomputed, and re-encoded by a late-fusion
+        model, only when the crop changes."""
+        if self._image_key != (roi,):
+            image = self.original_image if roi is None else self.zoom_in.transform(self.original_image, roi)
+            self._net_image = add_flip(image) if self.with_flip else image
+            self._features = self.net.encode_image(self._net_image) if self.late_fusion else None
+            self._image_key = (roi,)
+        return self._net_image
+
+
+def get_predictor(net: Network, eval_mode: str = "cvpr", dataset_name: str = "", model_kind: str = "skipclick",
+                  suppress_zoom: bool = False, with_flip: bool = True, clicks_limit: Optional[int] = None,
+                  device: Union[str, torch.device] = "cpu") -> BasePredictor:
+    """The predictor ``evaluate_model.py`` builds (mode NoBRS, flip TTA on). SkipClick's official
+    setting: ``eval_mode='cvpr', suppress_zoom=True``."""
+    zoom_in = ZoomIn(**zoom_in_params(eval_mode, dataset_name, model_kind, suppress_zoom))
+    return BasePredictor(net, zoom_in=zoom_in, with_flip=with_flip, clicks_limit=clicks_limit, device=device)
