@@ -56,6 +56,12 @@ def miou_at_k(all_ious: Sequence[np.ndarray]) -> np.ndarray:
     return np.array([ious[:k] for ious in all_ious]).mean(axis=0)
 
 
+def miou_curve(all_ious: Sequence[np.ndarray], n_clicks: int) -> np.ndarray:
+    """Mean IoU after k = 1 .. ``n_clicks`` clicks over all instances, an instance that stopped
+    early (at the target IoU) keeping its last IoU. Equals ``miou_at_k`` without early stop."""
+    return np.array([np.pad(ious, (0, n_clicks - len(ious)), mode="edge") for ious in all_ious]).mean(axis=0)
+
+
 def get_time_metrics(all_ious: Sequence[np.ndarray], elapsed_time: float) -> Tuple[float, float]:
     """Seconds per click (over the clicks actually made) and seconds per instance."""
     n_clicks = sum(map(len, all_ious))

@@ -1,0 +1,128 @@
+"""What an evaluation run leaves on disk: per-instance records (written as they are made, so
+an interrupted run loses nothing and ``--resume`` continues it), per-dataset metrics as JSON and
+CSV, and the family's log text."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from .evaluation import DatasetResult, InstanceResult
+from .metrics import TABLE_THRESHOLDS, compute_noc_metric, get_time_metrics, miou_at_k, miou_curve, noc_thresholds
+
+
+class InstanceLog:
+    """Append-only JSON-lines file of ``InstanceResult`` records, one line per evaluated object."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def read(self) -> Dict[Tuple[int, int], InstanceResult]:
+        """The records so far, keyed by ``(sample_index, object_id)``. A last line cut off by an
+        interruption is dropped (that instance is evaluated again)."""
+        done: Dict[Tuple[int, int], InstanceResult] = {}
+        if not self.path.is_file():
+            return done
+        with open(self.path) as f:
+            lines = f.read().split("\n")
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = InstanceResult.from_dict(json.loads(line))
+            except (ValueError, KeyError, TypeError) as err:
+                if number == len(lines):   # the line being written when the run stopped
+                    break
+                raise ValueError(f"{self.path}: line {number} is not an instance record ({err}); delete the file "
+                                 "to start this dataset again") from None
+            done[record.sample_index, record.object_id] = record
+        return done
+
+    def start(self, keep: bool) -> None:
+        """Open the log for a run: keep its records (``--resume``) or start it empty."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if keep and self.path.is_file():
+            # Rewrite without a cut-off last line so new records start on a line of their own.
+            records = self.read()
+            self.path.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in records.values()))
+        else:
+            self.path.write_text("")
+
+    def append(self, record: InstanceResult) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record.to_dict()) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def dataset_metrics(result: DatasetResult, n_clicks: int, target_iou: float) -> Dict[str, Any]:
+    """Every score of one dataset run as plain JSON values: NoC, std and over-max at 0.80 ... 0.95
+    (and at the target IoU), mIoU@k (the original's, up to the shortest IoU array) and the mIoU
+    curve over all clicks, seconds per click / instance, skipped samples, and the per-instance
+    IoU arrays and clicks."""
+    all_ious = result.all_ious
+    metrics: Dict[str, Any] = {"n_instances": len(all_ious), "n_clicks": n_clicks, "target_iou": target_iou,
+                               "elapsed_s": result.elapsed,
+                               "skipped": {str(k): v for k, v in sorted(result.skipped.items())}}
+    if not all_ious:
+        return metrics
+    # The original's float thresholds (0.8500000000000001, ...); the IoUs are compared in float32.
+    thresholds = noc_thresholds(0.95)
+    if target_iou <= 1 and int(target_iou * 100) not in (80, 85, 90, 95):
+        thresholds.append(target_iou)
+    noc, std, over_max = compute_noc_metric(all_ious, thresholds, n_clicks)
+    spc, spi = get_time_metrics(all_ious, result.elapsed)
+    metrics.update({
+        "noc": {f"{t:.2f}": v for t, v in zip(thresholds, noc)},
+        "noc_std": {f"{t:.2f}": v for t, v in zip(thresholds, std)},
+        "over_max": {f"{t:.2f}": v for t, v in zip(thresholds, over_max)},
+        "miou_at_k": [float(v) for v in miou_at_k(all_ious)],
+        "miou_curve": [float(v) for v in miou_curve(all_ious, n_clicks)],
+        "seconds_per_click": spc, "seconds_per_instance": spi,
+        "total_clicks": int(sum(len(ious) for ious in all_ious)),
+        "instances": [r.to_dict() for r in result.instances],
+    })
+    return metrics
+
+
+CSV_FIELDS = ["dataset", "n_instances", "skipped"] + [f"{kind}@{t:.2f}" for t in TABLE_THRESHOLDS
+                                                      for kind in ("noc", "noc_std", "over_max")] + \
+             ["miou@1", "miou@5", "seconds_per_click", "seconds_per_instance", "elapsed_s"]
+
+
+def write_results(path: Path, model_name: str, settings: Dict[str, Any], datasets: Dict[str, Dict[str, Any]]) -> None:
+    """``<path>.json`` with everything and ``<path>.csv`` with one summary row per dataset."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".json"), "w") as f:
+        json.dump({"model": model_name, "settings": settings, "datasets": datasets}, f, indent=1)
+    with open(path.with_suffix(".csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for name, m in datasets.items():
+            row: Dict[str, Any] = {"dataset": name, "n_instances": m["n_instances"], "skipped": len(m["skipped"]),
+                                   "elapsed_s": round(m["elapsed_s"], 3)}
+            if m["n_instances"]:
+                for t in TABLE_THRESHOLDS:
+                    key = f"{t:.2f}"
+                    row.update({f"noc@{key}": m["noc"][key], f"noc_std@{key}": round(m["noc_std"][key], 4),
+                                f"over_max@{key}": m["over_max"][key]})
+                mious: Sequence[float] = m["miou_curve"]
+                row.update({"miou@1": round(mious[0], 4), "miou@5": round(mious[4], 4) if len(mious) > 4 else "",
+                            "seconds_per_click": round(m["seconds_per_click"], 4),
+                            "seconds_per_instance": round(m["seconds_per_instance"], 4)})
+            writer.writerow(row)
+
+
+def append_log(path: Path, header: Optional[str], row: str) -> None:
+    """The family's log file: the header only when the file is created (and a header is due),
+    then one row per dataset, appended across runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        with open(path, "a") as f:
+            f.write(row + "\n")
+    else:
+        with open(path, "w") as f:
+            f.write((header + "\n" if header else "") + row + "\n")

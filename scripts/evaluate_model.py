@@ -1,0 +1,241 @@
+"""NoC evaluation with the RITM / SimpleClick / SkipClick command line.
+
+The authors' documented command works unchanged (paths come from config.yml)::
+
+    python scripts/evaluate_model.py NoBRS --checkpoint=skipclick_dinov2.pth --eval-mode=cvpr \
+        --datasets=GrabCut,Berkeley,DAVIS,SBD,HQSeg --eval-fvit --suppress-zoom
+
+Model-free baselines run through the same loop: ``--baseline grabcut`` or ``random_walker``.
+Besides the family's table and log file, each run writes ``results_<eval_mode>_<mode>_<n>.json``
+/ ``.csv`` (every metric, per-instance IoUs and clicks), per-instance records as they are made
+(``instances/*.jsonl``, continued by ``--resume``) and a mIoU-versus-clicks plot; a WSESeg run
+also writes the per-class NoC radar chart.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import pickle
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from isegm.data import DatasetError, get_dataset  # noqa: E402
+from isegm.data.datasets import WSESEG_CLASSES  # noqa: E402
+from isegm.inference.evaluation import PRED_THRESHOLD, run_dataset  # noqa: E402
+from isegm.inference.metrics import results_row  # noqa: E402
+from isegm.inference.plots import plot_miou_curves, plot_radar  # noqa: E402
+from isegm.inference.predictor import get_predictor  # noqa: E402
+from isegm.inference.report import InstanceLog, append_log, dataset_metrics, write_results  # noqa: E402
+from isegm.utils.config import load_config  # noqa: E402
+from isegm.utils.vis import draw_prediction  # noqa: E402
+
+MODES = ["NoBRS", "RGB-BRS", "DistMap-BRS", "f-BRS-A", "f-BRS-B", "f-BRS-C"]
+# The original's default also lists BraTS and OAIZIB (medical sets without a loader here).
+DEFAULT_DATASETS = "GrabCut,Berkeley,DAVIS,SBD,HQSeg"
+FULL_SAM_EVAL = "PPDLS,BBBC038,DOORS,TimberSeg,NDD20,LVIS,STREETS,ZerowasteF,IShape,ADE20kSubsampled"
+BASELINE_NAMES = ("grabcut", "random_walker")
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=MODES, help="only NoBRS: SkipClick and the baselines use no BRS")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", default="", help="checkpoint file: absolute, relative to the current "
+                        "folder, or a name under CHECKPOINTS_PATH (the .pth extension can be omitted)")
+    source.add_argument("--exp-path", default="", help="experiment under EXPS_PATH; evaluates its "
+                        "checkpoints/*.pth ('exp:prefix' picks those starting with prefix)")
+    source.add_argument("--baseline", choices=BASELINE_NAMES, help="a model-free baseline instead of a model")
+    parser.add_argument("--datasets", default=DEFAULT_DATASETS, help="comma-separated dataset names")
+    parser.add_argument("--full-sam-eval", action="store_true")
+    parser.add_argument("--wseseg-eval", action="store_true", help="the ten WSESeg classes, one dataset each")
+    device = parser.add_mutually_exclusive_group()
+    device.add_argument("--gpus", default="0", help="GPU id (the first of a list is used)")
+    device.add_argument("--cpu", action="store_true", help="run on the CPU")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--target-iou", type=float, default=0.95, help="early-stop IoU (at least 0.8)")
+    target.add_argument("--iou-analysis", action="store_true", help="no early stop; plot mIoU per click")
+    parser.add_argument("--n-clicks", type=int, default=20)
+    parser.add_argument("--min-n-clicks", type=int, default=1)
+    parser.add_argument("--thresh", type=float, default=PRED_THRESHOLD, help="mask = probability > thresh")
+    parser.add_argument("--clicks-limit", type=int, default=None, help="the network sees only the first N clicks")
+    parser.add_argument("--eval-mode", default="cvpr", help="cvpr, fixed<N> or fixed<H>,<W>")
+    parser.add_argument("--eval-ritm", action="store_true", help="RITM zoom-in settings")
+    parser.add_argument("--suppress-zoom", action="store_true", help="never crop (SkipClick's official setting)")
+    parser.add_argument("--eval-fvit", action="store_true",
+                        help="accepted for compatibility: our models resize their position tables themselves")
+    parser.add_argument("--eval-cmx", action="store_true", help="accepted for compatibility; no effect")
+    parser.add_argument("--save-ious", action="store_true", help="also pickle the IoU arrays (family format)")
+    parser.add_argument("--print-ious", action="store_true", help="append mIoU@1..20 to each table row")
+    parser.add_argument("--vis-preds", action="store_true", help="save an image per click: mask, clicks, probabilities")
+    parser.add_argument("--model-name", default=None, help="name in the table and plots")
+    parser.add_argument("--config-path", default=None, help="config.yml (default: the repository's)")
+    parser.add_argument("--logs-path", default="", help="default: EXPS_PATH/evaluation_logs")
+    parser.add_argument("--skip-bad", action="store_true", help="skip unreadable samples and list them in the report")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its instance records")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N samples of each dataset")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.mode != "NoBRS":
+        parser.error(f"mode {args.mode} (backpropagating refinement) is not implemented; use NoBRS")
+    if args.full_sam_eval:
+        args.datasets = FULL_SAM_EVAL
+    if args.wseseg_eval:
+        args.datasets = ",".join(f"WSESeg_{name}" for name in WSESEG_CLASSES)
+    if (args.iou_analysis or args.print_ious) and args.min_n_clicks <= 1:
+        args.target_iou = 1.01
+    else:
+        args.target_iou = max(0.8, args.target_iou)
+    return args
+
+
+def find_checkpoint(folder: Path, name: str) -> Path:
+    """The checkpoint ``name``: an existing path, else a file under ``folder`` (``.pth`` optional)."""
+    if Path(name).is_file():
+        return Path(name)
+    if (folder / name).is_file():
+        return folder / name
+    candidates = sorted(folder.rglob(f"{Path(name).stem}*.pth")) if folder.is_dir() else []
+    if len(candidates) != 1:
+        found = f"found {', '.join(map(str, candidates))}" if candidates else "found none"
+        raise FileNotFoundError(f"checkpoint {name!r}: not a file, and not exactly one '{Path(name).stem}*.pth' "
+                                f"under CHECKPOINTS_PATH={str(folder)!r} ({found}); pass a path or set "
+                                "CHECKPOINTS_PATH in config.yml")
+    return candidates[0]
+
+
+def checkpoints_and_logs(args: argparse.Namespace, config: Dict[str, Any]) -> Tuple[List[Optional[Path]], Path, str]:
+    """What to evaluate, the logs folder and the log-name prefix, as the original names them."""
+    logs_root = Path(args.logs_path) if args.logs_path else Path(config["EXPS_PATH"]) / "evaluation_logs"
+    if args.baseline:
+        return [None], logs_root / "others" / args.baseline, ""
+    if args.exp_path:
+        exp, _, prefix = args.exp_path.partition(":")
+        exp_dir = Path(config["EXPS_PATH"]) / exp
+        checkpoints = sorted((exp_dir / "checkpoints").glob(prefix + "*.pth"), reverse=True)
+        if not checkpoints:
+            raise FileNotFoundError(f"no checkpoints matching {str(exp_dir / 'checkpoints' / (prefix + '*.pth'))!r}")
+        logs_prefix = (checkpoints[0].stem if len(checkpoints) == 1 else f"all_{prefix}") if prefix \
+            else "all_checkpoints"
+        return checkpoints, logs_root / exp, logs_prefix
+    checkpoint = find_checkpoint(Path(config["CHECKPOINTS_PATH"]), args.checkpoint)
+    return [checkpoint], logs_root / "others" / checkpoint.stem, ""
+
+
+@functools.lru_cache(maxsize=1)
+def load_model(checkpoint: Path, device: torch.device) -> torch.nn.Module:
+    """The model of a checkpoint, kept while consecutive datasets use it."""
+    from isegm.model import load_checkpoint
+    return load_checkpoint(checkpoint, device=device).eval()
+
+
+def make_predictor(args: argparse.Namespace, checkpoint: Optional[Path], dataset_name: str,
+                   device: torch.device) -> Any:
+    """The baseline, or the checkpoint's model behind the authors' predictor chain for this dataset."""
+    if checkpoint is None:
+        from isegm.inference.baselines import get_baseline
+        return get_baseline(args.baseline)
+    model = load_model(checkpoint, device)
+    return get_predictor(model, args.eval_mode, dataset_name, "ritm" if args.eval_ritm else "skipclick",
+                         suppress_zoom=args.suppress_zoom, clicks_limit=args.clicks_limit, device=device)
+
+
+class Limited:
+    """The first ``n`` samples of a dataset (``--limit``)."""
+
+    def __init__(self, dataset: Any, n: int) -> None:
+        self.dataset, self.n, self.name = dataset, min(n, len(dataset)), dataset.name
+
+    def __len__(self) -> int:
+        return self.n
+
+    def get_sample(self, index: int) -> Any:
+        return self.dataset.get_sample(index)
+
+
+def vis_callback(folder: Path, threshold: float) -> Callable:
+    """Save, per click, the mask and clicks over the image beside the probability map."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def callback(image, gt_mask, probs, sample_id, click_index, clicks):
+        picture = draw_prediction(image, probs, [(*c.coords, c.is_positive) for c in clicks], threshold)
+        cv2.imwrite(str(folder / f"{sample_id:05d}_{click_index + 1:02d}.jpg"), picture[:, :, ::-1])
+
+    return callback
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    config = load_config(args.config_path)
+    device = torch.device("cpu")
+    if not (args.cpu or args.baseline):
+        if torch.cuda.is_available():
+            device = torch.device(f"cuda:{args.gpus.split(',')[0]}")
+        else:
+            print("CUDA is not available: running on the CPU (pass --cpu to say so)", file=sys.stderr)
+    checkpoints, logs_path, logs_prefix = checkpoints_and_logs(args, config)
+    single = len(checkpoints) == 1
+    run_name = f"{args.eval_mode}_{args.mode}_{args.n_clicks}"
+    print_header = single
+    all_metrics: Dict[str, Dict[str, Any]] = {}
+    for dataset_name in args.datasets.split(","):
+        dataset = get_dataset(dataset_name, config, args.config_path)
+        if args.limit is not None:
+            dataset = Limited(dataset, args.limit)
+        for checkpoint in checkpoints:
+            model_name = args.model_name or (args.baseline if checkpoint is None else checkpoint.stem)
+            predictor = make_predictor(args, checkpoint, dataset_name, device)
+            name_prefix = logs_prefix + "_" + ("" if single else f"{dataset_name}_") if logs_prefix else ""
+            records = InstanceLog(logs_path / "instances" / f"{name_prefix}{dataset_name}_{run_name}.jsonl")
+            records.start(keep=args.resume)
+            callback = vis_callback(logs_path / "predictions_vis" / dataset_name, args.thresh) if args.vis_preds else None
+            try:
+                result = run_dataset(dataset, predictor, skip_bad=args.skip_bad, done=records.read(),
+                                     on_instance=records.append, progress=not args.no_progress,
+                                     max_iou_thr=args.target_iou, pred_thr=args.thresh,
+                                     min_clicks=args.min_n_clicks, max_clicks=args.n_clicks, callback=callback)
+            except DatasetError as err:
+                print(f"error: {err}\nThe instances evaluated so far are in {records.path}. Fix or remove the "
+                      "file and rerun with --resume, or rerun with --skip-bad to skip such samples.", file=sys.stderr)
+                return 1
+            row_name = args.mode if single else checkpoint.stem
+            header, row = results_row(result.all_ious, result.elapsed, row_name, dataset_name, args.target_iou,
+                                      args.n_clicks, print_ious=args.print_ious, model_name=model_name)
+            if print_header:
+                print(header)
+            print(row)
+            append_log(logs_path / f"{name_prefix}{run_name}.txt", header if print_header else None, row)
+            print_header = False
+            for index, error in result.skipped.items():
+                print(f"  skipped sample {index}: {error}")
+            if args.save_ious and single:
+                (logs_path / "ious").mkdir(parents=True, exist_ok=True)
+                with open(logs_path / "ious" / f"{dataset_name}_{run_name}.pkl", "wb") as f:
+                    pickle.dump(result.all_ious, f)
+            key = dataset_name if single else f"{dataset_name}:{checkpoint.stem}"
+            all_metrics[key] = dataset_metrics(result, args.n_clicks, args.target_iou)
+
+    settings = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}
+    write_results(logs_path / f"{logs_prefix + '_' if logs_prefix else ''}results_{run_name}", model_name,
+                  settings, all_metrics)
+    curves = {k: m["miou_curve"] for k, m in all_metrics.items() if m["n_instances"]}
+    if curves:
+        stop = "no early stop" if args.target_iou > 1 else \
+            f"stopped at IoU {args.target_iou:g}: an instance keeps its last IoU"
+        plot_miou_curves(curves, logs_path / "plots" / f"miou_{run_name}.png", f"{model_name} ({stop})")
+    wseseg = {k[len("WSESeg_"):]: m for k, m in all_metrics.items() if k.startswith("WSESeg_") and m["n_instances"]}
+    if len(wseseg) >= 3:
+        series = {f"NoC@{t}": {c: m["noc"][f"0.{t}"] for c, m in wseseg.items()} for t in (85, 90)}
+        plot_radar(series, logs_path / "plots" / f"wseseg_radar_{run_name}.png", f"{model_name}: NoC per WSESeg class")
+    print(f"results: {logs_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""``scripts/evaluate_model.py`` end to end on real GrabCut images with a tiny SkipClick: the
+family's table and log, the JSON / CSV / plot outputs, ``--resume`` and ``--skip-bad``."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, SHARED
+from isegm.model import build_skipclick, save_checkpoint
+
+GRABCUT = SHARED / "datasets" / "GrabCut"
+FIRST = ["106024", "124080", "153077"]   # the first three GrabCut images in loader order
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("evaluate_model", REPO / "scripts" / "evaluate_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    if not GRABCUT.is_dir():
+        pytest.skip(f"dataset {GRABCUT} is absent (set SKIPCLICK_SHARED to the shared/ folder)")
+    root = tmp_path_factory.mktemp("eval")
+    data = root / "GrabCut"
+    for sub in ("data_GT", "boundary_GT"):
+        (data / sub).mkdir(parents=True)
+    for stem in FIRST:
+        shutil.copy(next((GRABCUT / "data_GT").glob(stem + ".*")), data / "data_GT")
+        shutil.copy(GRABCUT / "boundary_GT" / f"{stem}.bmp", data / "boundary_GT")
+    torch.manual_seed(0)
+    model = build_skipclick("skipclick", backbone="dinov2_vits14_reg", fusion_depth=1, fpn_dims=(16, 32, 64, 128),
+                            head_channels=16)
+    save_checkpoint(model, root / "tiny.pth")
+    config = root / "config.yml"
+    config.write_text(f"GRABCUT_PATH: {data}\nCHECKPOINTS_PATH: {root}\nEXPS_PATH: {root / 'exps'}\n")
+    return root
+
+
+def evaluate(setup, *extra):
+    args = ["NoBRS", "--checkpoint", "tiny", "--datasets", "GrabCut", "--eval-mode", "fixed56", "--suppress-zoom",
+            "--n-clicks", "3", "--cpu", "--no-progress", "--config-path", str(setup / "config.yml"),
+            "--logs-path", str(setup / "logs"), *extra]
+    return load_script().main(args)
+
+
+def test_outputs_of_a_run(setup, capsys):
+    assert evaluate(setup, "--save-ious") == 0
+    out = capsys.readouterr().out
+    logs = setup / "logs" / "others" / "tiny"
+    log_text = (logs / "fixed56_NoBRS_3.txt").read_text()
+    assert log_text.startswith("Eval results for model: tiny\n") and "|    NoBRS    |" in log_text
+    assert log_text.splitlines()[-1] in out
+    results = json.loads((logs / "results_fixed56_NoBRS_3.json").read_text())
+    grabcut = results["datasets"]["GrabCut"]
+    assert grabcut["n_instances"] == 3 and len(grabcut["instances"]) == 3
+    assert all(1 <= len(i["ious"]) <= 3 for i in grabcut["instances"])
+    assert set(grabcut["noc"]) == {"0.80", "0.85", "0.90", "0.95"}
+    assert (logs / "results_fixed56_NoBRS_3.csv").read_text().splitlines()[1].startswith("GrabCut,3,0,")
+    assert (logs / "plots" / "miou_fixed56_NoBRS_3.png").read_bytes()[:4] == b"\x89PNG"
+    assert len((logs / "ious" / "GrabCut_fixed56_NoBRS_3.pkl").read_bytes()) > 0
+    records = (logs / "instances" / "GrabCut_fixed56_NoBRS_3.jsonl").read_text().splitlines()
+    assert [json.loads(r)["ious"] for r in records] == [i["ious"] for i in grabcut["instances"]]
+    # A second run appends its row to the log without a second header.
+    assert evaluate(setup) == 0
+    assert (logs / "fixed56_NoBRS_3.txt").read_text().count("Eval results") == 1
+
+
+def test_resume_after_an_interruption_gives_the_same_numbers(setup):
+    assert evaluate(setup, "--logs-path", str(setup / "full")) == 0
+    logs = setup / "full" / "others" / "tiny"
+    full = json.loads((logs / "results_fixed56_NoBRS_3.json").read_text())["datasets"]["GrabCut"]
+    records = logs / "instances" / "GrabCut_fixed56_NoBRS_3.jsonl"
+    first = records.read_text().splitlines()[0]
+    records.write_text(first + "\n" + '{"sample_index": 1, "obj')   # stopped while writing the second record
+    assert evaluate(setup, "--logs-path", str(setup / "full"), "--resume") == 0
+    resumed = json.loads((logs / "results_fixed56_NoBRS_3.json").read_text())["datasets"]["GrabCut"]
+    assert [i["ious"] for i in resumed["instances"]] == [i["ious"] for i in full["instances"]]
+    assert resumed["noc"] == full["noc"]
+    assert records.read_text().splitlines()[0] == first and len(records.read_text().splitlines()) == 3
+
+
+def test_corrupt_image_stops_with_its_name_or_is_skipped(setup, capsys):
+    broken = setup / "broken"
+    shutil.copytree(setup / "GrabCut", broken)
+    bad = next((broken / "data_GT").glob(FIRST[1] + ".*"))
+    bad.write_bytes(b"not an image")
+    config = setup / "broken.yml"
+    config.write_text((setup / "config.yml").read_text().replace(str(setup / "GrabCut"), str(broken)))
+    assert evaluate(setup, "--config-path", str(config), "--logs-path", str(setup / "b")) == 1
+    err = capsys.readouterr().err
+    assert bad.name in err and "--skip-bad" in err
+    assert evaluate(setup, "--config-path", str(config), "--logs-path", str(setup / "b"), "--skip-bad") == 0
+    results = json.loads((setup / "b" / "others" / "tiny" / "results_fixed56_NoBRS_3.json").read_text())
+    assert results["datasets"]["GrabCut"]["n_instances"] == 2
+    assert list(results["datasets"]["GrabCut"]["skipped"]) == ["1"]
+    assert bad.name in capsys.readouterr().out
+
+
+def test_unknown_checkpoint_names_the_folder(setup):
+    with pytest.raises(FileNotFoundError, match="CHECKPOINTS_PATH"):
+        evaluate(setup, "--checkpoint", "missing")
+
+
+def test_only_nobrs_is_accepted():
+    with pytest.raises(SystemExit):
+        load_script().parse_args(["f-BRS-B", "--checkpoint", "x"])
+    assert np.isclose(load_script().parse_args(["NoBRS", "--checkpoint", "x", "--print-ious"]).target_iou, 1.01)
