@@ -7,6 +7,7 @@ that need a fixture skip with the path they looked for when it is absent.
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 import json
 import os
@@ -40,20 +41,52 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: takes more than a few seconds; `make test-all` runs it")
 
 
-def reference_file(name: str) -> Path:
-    """A file of ``shared/reference/model/``, or a skip naming where it was looked for."""
-    path = REFERENCE / name
-    if not path.is_file():
-        pytest.skip(f"reference fixture {path} is absent (set SKIPCLICK_SHARED to the shared/ folder)")
+def shared_path(*parts: str) -> Path:
+    """A file or folder of ``shared/``, or a skip naming where it was looked for."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent (set SKIPCLICK_SHARED to the shared/ folder)")
     return path
+
+
+def reference_file(name: str) -> Path:
+    """A file of ``shared/reference/model/``."""
+    return shared_path("reference", "model", name)
+
+
+def eval_file(name: str) -> Path:
+    """A file of ``shared/reference/eval/``."""
+    return shared_path("reference", "eval", name)
+
+
+@functools.lru_cache(maxsize=None)
+def eval_golden(name: str) -> Dict:
+    """A parsed JSON golden of ``shared/reference/eval/`` (cached)."""
+    with open(eval_file(name)) as f:
+        return json.load(f)
+
+
+def sha16(array: np.ndarray) -> str:
+    """The goldens' hash: sha256 of the array's C-order bytes, first 16 hex digits."""
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
+
+
+def _import_file(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@functools.lru_cache(maxsize=None)
+def synthetic_predictor() -> ModuleType:
+    """The reference ``synthetic_predictor.py`` (imported from ``shared/``, not copied)."""
+    return _import_file("synthetic_predictor", eval_file("synthetic_predictor.py"))
 
 
 @functools.lru_cache(maxsize=None)
 def _fill_module(path: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("reference_fill", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _import_file("reference_fill", Path(path))
 
 
 @pytest.fixture(scope="session")

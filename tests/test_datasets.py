@@ -4,8 +4,6 @@ synthetic folders, and the errors a user meets.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import pickle
 from pathlib import Path
@@ -16,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SHARED
+from conftest import eval_golden, sha16, shared_path
 from isegm.data import DSample
 from isegm.data.datasets import (DATASET_NAMES, HQSEG_VAL_SUBSETS, WSESEG_CLASSES, BerkeleyDataset, COCOMValDataset,
                                  DatasetError, DatasetNotFoundError, DavisDataset, GrabCutDataset, HQSegDataset,
@@ -24,25 +22,8 @@ from isegm.data.datasets import (DATASET_NAMES, HQSEG_VAL_SUBSETS, WSESEG_CLASSE
 from isegm.data.datasets import sbd as sbd_module
 from isegm.utils.config import load_config
 
-EVAL_REFERENCE = SHARED / "reference" / "eval"
 ALL_LOADERS = (GrabCutDataset, BerkeleyDataset, DavisDataset, COCOMValDataset, SBDEvaluationDataset, HQSegDataset,
                WSESegDataset, SHSegDataset)
-
-
-def _shared(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"{path} is absent (set SKIPCLICK_SHARED to the shared/ folder)")
-    return path
-
-
-def _golden(name: str) -> Dict:
-    with open(_shared(EVAL_REFERENCE / name)) as f:
-        return json.load(f)
-
-
-def _sha16(gt: np.ndarray) -> str:
-    # The golden's convention, checked against it: sha256 of the int32 array's C-order bytes.
-    return hashlib.sha256(gt.astype(np.int32).tobytes()).hexdigest()[:16]
 
 
 def _imwrite(path: Path, array: np.ndarray) -> Path:
@@ -72,9 +53,9 @@ def _names(dataset, attribute: str = "image_path") -> List[str]:
 @pytest.mark.parametrize("name, loader, n_images, n_checked", [
     ("GrabCut", GrabCutDataset, 50, 50), ("DAVIS", DavisDataset, 345, 40)])
 def test_real_data_matches_the_original_loader(name, loader, n_images, n_checked):
-    instances = _golden("protocol_golden.json")["datasets"][name]["instances"]
+    instances = eval_golden("protocol_golden.json")["datasets"][name]["instances"]
     assert len(instances) == n_checked
-    dataset = loader(_shared(SHARED / "datasets" / name))
+    dataset = loader(shared_path("datasets", name))
     assert len(dataset) == n_images
     for expected in instances:
         sample = dataset.get_sample(expected["index"])
@@ -86,18 +67,18 @@ def test_real_data_matches_the_original_loader(name, loader, n_images, n_checked
         assert sample.image.dtype == np.uint8 and sample.image.shape == gt.shape + (3,)
         got = dict(file=Path(sample.image_path).name, mask_file=Path(sample.mask_path).name, height=gt.shape[0],
                    width=gt.shape[1], n_object_pixels=int((gt == 1).sum()), n_ignore_pixels=int((gt == -1).sum()),
-                   gt_sha16=_sha16(gt))
+                   gt_sha16=sha16(gt.astype(np.int32)))
         assert got == {key: expected[key] for key in got}, expected["file"]
 
 
 def test_grabcut_ignore_band_is_present_in_the_parity_data():
-    instances = _golden("protocol_golden.json")["datasets"]["GrabCut"]["instances"]
+    instances = eval_golden("protocol_golden.json")["datasets"]["GrabCut"]["instances"]
     # The README: 42 of the 50 masks have a 128 band, so the parity test exercises the -1 label.
     assert sum(instance["n_ignore_pixels"] > 0 for instance in instances) == 42
 
 
 def test_images_are_rgb():
-    dataset = GrabCutDataset(_shared(SHARED / "datasets" / "GrabCut"))
+    dataset = GrabCutDataset(shared_path("datasets", "GrabCut"))
     # A BMP decodes identically in PIL (RGB) and OpenCV (BGR), so the channel order is checked exactly.
     index = next(i for i, name in enumerate(_names(dataset)) if name.endswith(".bmp"))
     sample = dataset.get_sample(index)
@@ -109,7 +90,7 @@ def test_images_are_rgb():
 # --- golden loader edge cases ----------------------------------------------------------------------------------
 
 def test_grabcut_loader_values(tmp_path):
-    case = _golden("edge_cases_golden.json")["cases"]["grabcut_loader_values"]
+    case = eval_golden("edge_cases_golden.json")["cases"]["grabcut_loader_values"]
     raw = np.array(case["raw_mask_values"], dtype=np.uint8)
     _imwrite(tmp_path / "data_GT" / "x.bmp", np.zeros(raw.shape + (3,), np.uint8))
     _imwrite(tmp_path / "boundary_GT" / "x.bmp", raw)
@@ -119,7 +100,7 @@ def test_grabcut_loader_values(tmp_path):
 
 
 def test_davis_loader_values(tmp_path):
-    case = _golden("edge_cases_golden.json")["cases"]["davis_loader_values"]
+    case = eval_golden("edge_cases_golden.json")["cases"]["davis_loader_values"]
     indices = np.array(case["palette_indices"], dtype=np.uint8)
     palette = [0] * 768
     for index, rgb in case["palette_colors_rgb"].items():
@@ -376,7 +357,7 @@ def test_factory_names_and_classes():
 
 
 def test_factory_builds_from_config(tmp_path):
-    config = {"GRABCUT_PATH": str(_shared(SHARED / "datasets" / "GrabCut")), "WSESEG_PATH": str(tmp_path)}
+    config = {"GRABCUT_PATH": str(shared_path("datasets", "GrabCut")), "WSESEG_PATH": str(tmp_path)}
     dataset = get_dataset("GrabCut", config)
     assert isinstance(dataset, GrabCutDataset) and len(dataset) == 50
     _label_folder(tmp_path / "flickr_ski_misc")

@@ -12,11 +12,7 @@ resolution with the input's prev channel and returns ``log(p) - log1p(-p)`` (p c
 from __future__ import annotations
 
 import functools
-import hashlib
-import importlib.util
 import json
-from pathlib import Path
-from types import ModuleType
 from typing import Dict, List
 
 import cv2
@@ -24,14 +20,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED
+from conftest import SHARED, eval_file, sha16, synthetic_predictor
 from isegm.inference.clicker import Click, Clicker
 from isegm.inference.metrics import get_iou
 from isegm.inference.predictor import BasePredictor, get_predictor, points_from_clicks, zoom_in_params
 from isegm.inference.transforms import ZoomIn
 from isegm.model import build_skipclick
 
-EVAL = SHARED / "reference" / "eval"
 DATASETS = SHARED / "datasets"
 PRED_THR = np.float32(0.49)
 
@@ -46,25 +41,10 @@ RUNS = [pytest.param(c, f, id=f"{c}-{f}", marks=() if (c, f) in FAST else pytest
         for c in CONFIGS for f in FILES]
 
 
-def eval_file(name: str) -> Path:
-    path = EVAL / name
-    if not path.is_file():
-        pytest.skip(f"evaluation fixture {path} is absent (set SKIPCLICK_SHARED to the shared/ folder)")
-    return path
-
-
 @functools.lru_cache(maxsize=None)
 def golden_runs() -> Dict:
     with open(eval_file("transform_chain_golden.json")) as f:
         return {(run["config"], run["file"]): run for run in json.load(f)["runs"]}
-
-
-@functools.lru_cache(maxsize=None)
-def synthetic() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("synthetic_predictor", eval_file("synthetic_predictor.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def load_gt(dataset: str, file: str) -> np.ndarray:
@@ -83,10 +63,6 @@ def load_gt(dataset: str, file: str) -> np.ndarray:
     gt[raw == 128] = -1
     gt[raw > 128] = 1
     return gt
-
-
-def sha16(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array, dtype=np.float32).tobytes()).hexdigest()[:16]
 
 
 def float64_sum(x: torch.Tensor) -> float:
@@ -110,7 +86,7 @@ class SyntheticNet:
             rows = [(idx, y, xx, i < half) for i, (y, xx, idx) in enumerate(points[b].tolist()) if max(y, xx) >= 0]
             clicks = [(y, xx, pos) for _, y, xx, pos in sorted(rows)]
             gt = (x[b, 0] > 0.5).numpy().astype(np.int32)
-            p = synthetic().predict(gt, clicks, x[b, 3].numpy())
+            p = synthetic_predictor().predict(gt, clicks, x[b, 3].numpy())
             p = np.clip(p.astype(np.float64), 1e-6, 1 - 1e-6)
             logits.append((np.log(p) - np.log1p(-p)).astype(np.float32))
         return {"instances": torch.from_numpy(np.stack(logits))[:, None]}

@@ -5,10 +5,7 @@ previous-map feedback, and the results-table text, driven by the reference synth
 from __future__ import annotations
 
 import functools
-import hashlib
-import importlib.util
-import json
-from typing import Dict, List
+from typing import List
 
 import numpy as np
 import pytest
@@ -19,35 +16,9 @@ from isegm.inference.evaluation import evaluate_dataset, evaluate_sample
 from isegm.inference.metrics import (compute_noc_metric, get_iou, instance_noc, miou_at_k, noc_thresholds,
                                      results_row)
 
-from conftest import SHARED
+from conftest import SHARED, eval_golden as golden, sha16, synthetic_predictor
 
-EVAL = SHARED / "reference" / "eval"
 DATASETS = {"GrabCut": (GrabCutDataset, "GrabCut", 50), "DAVIS": (DavisDataset, "DAVIS", 40)}
-
-
-def eval_file(name: str):
-    path = EVAL / name
-    if not path.is_file():
-        pytest.skip(f"evaluation fixture {path} is absent (set SKIPCLICK_SHARED to the shared/ folder)")
-    return path
-
-
-@functools.lru_cache(maxsize=None)
-def golden(name: str) -> Dict:
-    with open(eval_file(name)) as f:
-        return json.load(f)
-
-
-@functools.lru_cache(maxsize=None)
-def synthetic():
-    spec = importlib.util.spec_from_file_location("synthetic_predictor", eval_file("synthetic_predictor.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def sha16(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
 
 
 class SyntheticPredictor:
@@ -59,7 +30,7 @@ class SyntheticPredictor:
 
     def get_prediction(self, clicker: Clicker) -> np.ndarray:
         clicks = [(*c.coords, c.is_positive) for c in clicker.get_clicks()]
-        self.prev = synthetic().predict(self.gt, clicks, self.prev)
+        self.prev = synthetic_predictor().predict(self.gt, clicks, self.prev)
         return self.prev
 
 

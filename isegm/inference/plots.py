@@ -3,7 +3,7 @@ SkipClick paper's Figure 1 for WSESeg). matplotlib is imported here only, on fir
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
