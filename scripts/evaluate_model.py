@@ -192,10 +192,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             predictor = make_predictor(args, checkpoint, dataset_name, device)
             name_prefix = logs_prefix + "_" + ("" if single else f"{dataset_name}_") if logs_prefix else ""
             records = InstanceLog(logs_path / "instances" / f"{name_prefix}{dataset_name}_{run_name}.jsonl")
-            records.start(keep=args.resume)
+            done = records.start(keep=args.resume)
             callback = vis_callback(logs_path / "predictions_vis" / dataset_name, args.thresh) if args.vis_preds else None
             try:
-                result = run_dataset(dataset, predictor, skip_bad=args.skip_bad, done=records.read(),
+                result = run_dataset(dataset, predictor, skip_bad=args.skip_bad, done=done,
                                      on_instance=records.append, progress=not args.no_progress,
                                      max_iou_thr=args.target_iou, pred_thr=args.thresh,
                                      min_clicks=args.min_n_clicks, max_clicks=args.n_clicks, callback=callback)

@@ -16,22 +16,11 @@ import cv2
 import numpy as np
 
 from ..model.clicks import DISK_RADIUS
+from ..utils.images import to_uint8_rgb
 from .clicker import Click, Clicker
 
 # OpenCV's GrabCut models each of foreground and background with a GMM of this many components.
 GMM_COMPONENTS = 5
-
-
-def _as_uint8_rgb(image: np.ndarray) -> np.ndarray:
-    """H x W x 3 uint8 from a uint8 or float [0, 1] RGB image (WSESeg / SHSeg load as float)."""
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"image must be H x W x 3 (RGB), got shape {image.shape}")
-    if image.dtype == np.uint8:
-        return np.ascontiguousarray(image)
-    if np.issubdtype(image.dtype, np.floating):
-        return np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
-    raise ValueError(f"image must be uint8 or float in [0, 1], got dtype {image.dtype}")
 
 
 def _working_size(shape: Tuple[int, int], max_side: Optional[int]) -> Tuple[int, int]:
@@ -45,7 +34,7 @@ def _working_size(shape: Tuple[int, int], max_side: Optional[int]) -> Tuple[int,
 
 def _working_image(image: np.ndarray, max_side: Optional[int]) -> Tuple[np.ndarray, Tuple[int, int]]:
     """The uint8 RGB image at the working size (``_working_size``; area-averaged) and its full (H, W)."""
-    image = _as_uint8_rgb(image)
+    image = to_uint8_rgb(image)
     full_size = image.shape[:2]
     height, width = _working_size(full_size, max_side)
     if (height, width) != full_size:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..utils.images import check_rgb
 from .clicker import Click, Clicker
 from .transforms import BBox, ZoomIn, add_flip, flip_clicks, merge_flip, resize
 
@@ -120,15 +121,11 @@ class BasePredictor:
 
     def set_input_image(self, image: np.ndarray) -> None:
         """A new image: H x W x 3 RGB, uint8 or float in [0, 1]. Resets the previous prediction."""
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"image must be H x W x 3 (RGB), got shape {image.shape}")
+        image = check_rgb(image)
         if image.dtype == np.uint8:
             tensor = torch.from_numpy(image).permute(2, 0, 1).float().div(255)
-        elif np.issubdtype(image.dtype, np.floating):
-            tensor = torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1)
         else:
-            raise ValueError(f"image must be uint8 or float in [0, 1], got dtype {image.dtype}")
+            tensor = torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1)
         self.original_image = tensor[None].contiguous().to(self.device)
         self.prev_prediction = torch.zeros_like(self.original_image[:, :1])
         if self.zoom_in is not None:

@@ -40,15 +40,13 @@ class InstanceLog:
             done[record.sample_index, record.object_id] = record
         return done
 
-    def start(self, keep: bool) -> None:
-        """Open the log for a run: keep its records (``--resume``) or start it empty."""
+    def start(self, keep: bool) -> Dict[Tuple[int, int], InstanceResult]:
+        """Open the log for a run: keep its records (``--resume``, returned) or start it empty."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if keep and self.path.is_file():
-            # Rewrite without a cut-off last line so new records start on a line of their own.
-            records = self.read()
-            self.path.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in records.values()))
-        else:
-            self.path.write_text("")
+        records = self.read() if keep else {}
+        # Rewritten without a cut-off last line, so new records start on a line of their own.
+        self.path.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in records.values()))
+        return records
 
     def append(self, record: InstanceResult) -> None:
         with open(self.path, "a") as f:

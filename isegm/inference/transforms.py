@@ -163,7 +163,8 @@ class ZoomIn:
             full = prob.new_zeros(1, 1, *self.image_size)
             full[:, :, rmin:rmax + 1, cmin:cmax + 1] = resize(prob, (rmax - rmin + 1, cmax - cmin + 1))
             prob = full
-        self._prev_mask = (prob[0, 0] > self.prob_thresh).cpu().numpy()
+        if not self.suppress:   # the next crop is computed from it; a suppressed zoom never crops
+            self._prev_mask = (prob[0, 0] > self.prob_thresh).cpu().numpy()
         return prob
 
     def needs_recompute(self) -> bool:

@@ -6,17 +6,18 @@ from typing import Sequence, Tuple
 import cv2
 import numpy as np
 
+from .images import to_uint8_rgb
+
 POSITIVE_COLOR = (0, 200, 0)
 NEGATIVE_COLOR = (220, 0, 0)
 MASK_COLOR = (255, 140, 0)
 
 
 def draw_prediction(image: np.ndarray, probs: np.ndarray, clicks: Sequence[Tuple[float, float, bool]],
-                    threshold: float = 0.49, alpha: float = 0.5, radius: int = 0) -> np.ndarray:
+                    threshold: float, alpha: float = 0.5, radius: int = 0) -> np.ndarray:
     """RGB uint8: ``image`` with the mask ``probs > threshold`` blended in and its outline drawn,
     then the clicks (y, x, is_positive) as green / red dots, beside the probability map in grey."""
-    if image.dtype != np.uint8:
-        image = np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
+    image = to_uint8_rgb(image)
     mask = probs > np.float32(threshold)
     out = image.copy()
     out[mask] = ((1 - alpha) * out[mask] + alpha * np.array(MASK_COLOR)).astype(np.uint8)
