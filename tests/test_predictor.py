@@ -131,7 +131,7 @@ def test_chain_matches_the_original(config, file):
         call, want = net.calls[i], run["net_calls"][i]
         assert call["input_shape"] == want["input_shape"], where
         assert call["points"] == want["points"], where
-        # Float64 sums of float32 maps: equal maps give equal sums up to summation order.
+        # Float64 sums of the float32 maps, summed as the golden did: equal bit for bit.
         assert call["prev_sums"] == [want["prev_sum_b0"], want["prev_sum_b1"]], where
         assert prob.dtype == np.float32 and prob.shape == gt.shape, where
         assert sha16(prob) == run["per_click"][i]["prob_sha16"], where
