@@ -46,7 +46,8 @@ def resize_matrix(size_in: int, size_out: int, like: Tensor) -> Tensor:
     bilinear kernel uses along each axis.
     """
     eye = torch.eye(size_in, dtype=like.dtype, device=like.device)[None]
-    return F.interpolate(eye, size=size_out, mode="linear", align_corners=False)[0].t()
+    # CUDA autocast runs interpolate in float32; the in-place sums need like's dtype
+    return F.interpolate(eye, size=size_out, mode="linear", align_corners=False)[0].t().to(like.dtype)
 
 
 class SegFormerHead(nn.Module):
