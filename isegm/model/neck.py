@@ -30,6 +30,12 @@ class BranchCache:
     skip: Optional[Tensor] = None                            # [B', h, w, cols] first layer's tap half
     folds: Dict[int, FoldedNorm] = field(default_factory=dict)   # first layer index -> folded run
 
+    @classmethod
+    def cat(cls, caches: Sequence["BranchCache"]) -> "BranchCache":
+        """The caches of one branch for several images, as one batch in order."""
+        skip = None if caches[0].skip is None else torch.cat([c.skip for c in caches])
+        return cls(skip, {i: FoldedNorm.cat([c.folds[i] for c in caches]) for i in caches[0].folds})
+
 
 class SimpleFPN(nn.Module):
     """Levels at strides 4, 8, 16, 32 of the token grid's 4x, 2x, 1x and 1/2x resolution.

@@ -21,8 +21,8 @@ result is the same function, rounded differently.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, replace
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -92,6 +92,15 @@ class FoldedNorm:
             return cls(offset=torch.einsum("bncp,oc->bnop", s.unflatten(2, (-1, 4)), bg).flatten(2),
                        offset_mean=s_mean, cross=sc @ a.t(), offset_ss=sc.square().sum((1, 2), keepdim=True),
                        **fixed)
+
+    @classmethod
+    def cat(cls, folds: Sequence["FoldedNorm"]) -> "FoldedNorm":
+        """The folds of several images (same weights) as one, image terms stacked in order."""
+        first = folds[0]
+        if first.cross is None:   # a bias-only offset: every term is weight-derived
+            return first
+        return replace(first, **{name: torch.cat([getattr(f, name) for f in folds])
+                                 for name in ("offset", "offset_mean", "cross", "offset_ss")})
 
     def __call__(self, z: Tensor) -> Tensor:
         """``z`` [B, h, w, Cin] channels-last -> ``second(norm(first(...)))`` [B, 2h, 2w, C_out]."""

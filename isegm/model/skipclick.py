@@ -103,6 +103,21 @@ class ImageFeatures:
     def batch_size(self) -> int:
         return self.tokens.shape[0]
 
+    @classmethod
+    def cat(cls, features: Sequence["ImageFeatures"]) -> "ImageFeatures":
+        """Features of several images of one size (same model) as one batch, in order: one
+        ``decode`` then serves the click sets of all of them (batched evaluation)."""
+        first = features[0]
+        if len(features) == 1:
+            return first
+        for f in features[1:]:
+            if (f.grid, f.image_size) != (first.grid, first.image_size):
+                raise ValueError(f"cannot batch features of {first.image_size} and {f.image_size} images")
+        return cls([torch.cat(level) for level in zip(*(f.taps for f in features))],
+                   torch.cat([f.tokens for f in features]), first.pos_embed,
+                   [BranchCache.cat(branch) for branch in zip(*(f.neck for f in features))],
+                   first.grid, first.image_size)
+
 
 class FeatureExtractor(nn.Module):
     """Holds the backbone under its family name (``feature_extractor.dinov2.*`` keys, as the
