@@ -336,3 +336,67 @@ def test_get_predictor_and_input_checks():
     predictor.set_input_image(image)
     torch.testing.assert_close(predictor.original_image[0].permute(1, 2, 0),
                                torch.from_numpy(image).float().div(255), rtol=0, atol=0)
+
+
+# --- several instances at once ------------------------------------------------------------------
+
+class BatchCounting(Counting):
+    """``Counting`` that also records the batch of every ``decode``."""
+
+    def __init__(self, model) -> None:
+        super().__init__(model)
+        self.decoded: List[int] = []
+
+    def decode(self, features, points, prev_mask):
+        self.decoded.append(points.shape[0])
+        return super().decode(features, points, prev_mask)
+
+
+def grabcut(n: int):
+    root = DATASETS / "GrabCut"
+    if not root.is_dir():
+        pytest.skip(f"dataset {root} is absent (set SKIPCLICK_SHARED to the shared/ folder)")
+    from isegm.data import FirstSamples
+    from isegm.data.datasets import GrabCutDataset
+    return FirstSamples(GrabCutDataset(root), n)
+
+
+def run_with_maps(dataset, predictor, batch_size: int):
+    from isegm.inference.evaluation import run_dataset
+    maps: Dict[int, List[np.ndarray]] = {}
+
+    def keep(image, gt, probs, sample_id, click_index, clicks):
+        maps.setdefault(sample_id, []).append(probs)
+
+    result = run_dataset(dataset, predictor, max_iou_thr=1.01, max_clicks=4, batch_size=batch_size, callback=keep)
+    return [(r.sample_index, r.ious.tolist(), r.clicks) for r in result.instances], maps
+
+
+@pytest.mark.parametrize("suppress", [True, False], ids=["suppress_zoom", "zoom_in"])
+def test_batched_skipclick_equals_one_by_one_on_real_images(tiny_skipclick, suppress):
+    """Three GrabCut instances decoded together: every click and IoU equals the one-by-one run,
+    and the maps agree to float rounding (batched GEMMs may round differently)."""
+    dataset = grabcut(3)
+    params = dict(target_size=(56, 84), skip_clicks=-1, suppress=suppress)
+    single = run_with_maps(dataset, BasePredictor(tiny_skipclick, zoom_in=ZoomIn(**params)), 1)
+    net = BatchCounting(tiny_skipclick)
+    batched = run_with_maps(dataset, BasePredictor(net, zoom_in=ZoomIn(**params)), 3)
+    assert batched[0] == single[0]
+    assert net.decoded == [6] * 4   # 3 instances x (image + flip), one decode per click
+    for index, maps in single[1].items():
+        for a, b in zip(maps, batched[1][index]):
+            np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
+
+
+def test_batched_steps_group_instances_by_network_size():
+    """RITM zoom-in (longest side 200): crops of different shapes go through the network in one
+    call per size, with exactly the one-by-one maps."""
+    dataset = grabcut(4)
+    single = run_with_maps(dataset, BasePredictor(FakeLateFusion(), zoom_in=ZoomIn(target_size=200)), 1)
+    net = FakeLateFusion()
+    batched = run_with_maps(dataset, BasePredictor(net, zoom_in=ZoomIn(target_size=200)), 4)
+    assert batched[0] == single[0]
+    for index, maps in single[1].items():
+        for a, b in zip(maps, batched[1][index]):
+            np.testing.assert_array_equal(a, b)
+    assert len({shape for shape in net.encoded}) > 2 and net.decoded < 16

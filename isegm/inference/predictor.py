@@ -18,6 +18,7 @@ with ``'instances'``), the family's forward.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -96,6 +97,19 @@ def points_from_clicks(clicks_lists: Sequence[Sequence[Click]], clicks_limit: Op
     return torch.tensor(rows, dtype=torch.float64)
 
 
+def stack_features(features: Sequence[Any]) -> Any:
+    """Image features of several images as one batch: tensors are concatenated, other types
+    stack themselves with a ``cat`` class method (SkipClick's ``ImageFeatures.cat``)."""
+    if len(features) == 1:
+        return features[0]
+    if isinstance(features[0], Tensor):
+        return torch.cat(list(features))
+    if not callable(getattr(type(features[0]), "cat", None)):
+        raise TypeError(f"{type(features[0]).__name__} has no cat(features) class method: features of several "
+                        "images cannot be batched; evaluate with batch size 1")
+    return type(features[0]).cat(features)
+
+
 class BasePredictor:
     """``set_input_image(image)`` once per image, then ``get_prediction(clicker)`` after each
     click of one instance (see the module docstring for the chain).
@@ -118,6 +132,9 @@ class BasePredictor:
         self._image_key: Optional[Tuple[Optional[BBox]]] = None   # the crop _net_image was made for
         self._net_image: Optional[Tensor] = None
         self._features: Any = None
+        # Shared by spawned predictors: the stacked features of the last batch, reused while the
+        # same instances are in flight (stacking copies every image's features).
+        self._stacked: List[Any] = [(), None]
 
     def set_input_image(self, image: np.ndarray) -> None:
         """A new image: H x W x 3 RGB, uint8 or float in [0, 1]. Resets the previous prediction."""
@@ -132,19 +149,58 @@ class BasePredictor:
             self.zoom_in.reset(image.shape[:2])
         self._image_key = self._net_image = self._features = None
 
+    def spawn(self) -> "BasePredictor":
+        """A predictor with this one's network and settings and a state of its own: one per
+        instance when several are evaluated at once (``get_predictions``)."""
+        twin = BasePredictor(self.net, copy.deepcopy(self.zoom_in), self.with_flip, self.clicks_limit, self.device)
+        twin._stacked = self._stacked
+        return twin
+
     def get_prediction(self, clicker: Clicker) -> np.ndarray:
         """Probability map (H x W float32) for all clicks of ``clicker`` so far."""
-        if self.original_image is None:
-            raise RuntimeError("call set_input_image(image) before get_prediction")
-        clicks = clicker.get_clicks()
-        with torch.no_grad():
-            prob = self._predict(clicks)
-            if self.zoom_in is not None and self.zoom_in.needs_recompute():
-                prob = self._predict(clicks)
-        self.prev_prediction = prob
-        return prob[0, 0].cpu().numpy().copy()
+        return self.get_predictions([self], [clicker])[0]
 
-    def _predict(self, clicks: List[Click]) -> Tensor:
+    @staticmethod
+    def get_predictions(predictors: Sequence["BasePredictor"], clickers: Sequence[Clicker]) -> List[np.ndarray]:
+        """``get_prediction`` of several predictors (``spawn``-ed from one, each with its own image
+        and clicker) in one network call per network-input size: features of different images
+        are stacked (``ImageFeatures.cat``), so one ``decode`` serves every instance's click."""
+        for predictor in predictors:
+            if predictor.original_image is None:
+                raise RuntimeError("call set_input_image(image) before get_prediction")
+            if (predictor.net, predictor.with_flip, predictor.clicks_limit) != \
+                    (predictors[0].net, predictors[0].with_flip, predictors[0].clicks_limit):
+                raise ValueError("predictors evaluated together must share network and settings (use spawn)")
+        clicks = [clicker.get_clicks() for clicker in clickers]
+        with torch.no_grad():
+            probs = BasePredictor._predict(predictors, clicks)
+            again = [i for i, p in enumerate(predictors) if p.zoom_in is not None and p.zoom_in.needs_recompute()]
+            if again:
+                for i, prob in zip(again, BasePredictor._predict([predictors[i] for i in again],
+                                                                 [clicks[i] for i in again])):
+                    probs[i] = prob
+        maps = []
+        for predictor, prob in zip(predictors, probs):
+            predictor.prev_prediction = prob
+            maps.append(prob[0, 0].cpu().numpy().copy())
+        return maps
+
+    @staticmethod
+    def _predict(predictors: Sequence["BasePredictor"], clicks: Sequence[List[Click]]) -> List[Tensor]:
+        """Full-image probabilities ``[1, 1, H, W]`` of each predictor for its clicks."""
+        steps = [predictor._prepare(c) for predictor, c in zip(predictors, clicks)]
+        groups: Dict[Tuple[int, int], List[int]] = {}
+        for i, (_, image, _, _) in enumerate(steps):
+            groups.setdefault(tuple(image.shape[-2:]), []).append(i)
+        probs: List[Optional[Tensor]] = [None] * len(steps)
+        for members in groups.values():
+            logits = predictors[members[0]]._run_network([predictors[i] for i in members], [steps[i] for i in members])
+            for i, part in zip(members, logits.split([steps[i][1].shape[0] for i in members])):
+                probs[i] = predictors[i]._finish(steps[i][0], part)
+        return probs
+
+    def _prepare(self, clicks: List[Click]) -> Tuple[Optional[BBox], Tensor, Tensor, List[List[Click]]]:
+        """The crop, the network image (and flipped copy), previous mask and click lists of a step."""
         roi = self.zoom_in.update(clicks) if self.zoom_in is not None else None
         image = self._network_image(roi)
         prev = self.prev_prediction
@@ -155,15 +211,28 @@ class BasePredictor:
         if self.with_flip:
             prev = add_flip(prev)
             clicks_lists.append(flip_clicks(clicks, image.shape[-1]))
-        points = points_from_clicks(clicks_lists, self.clicks_limit).to(self.device)
+        return roi, image, prev, clicks_lists
+
+    def _run_network(self, predictors: Sequence["BasePredictor"], steps: Sequence[Tuple]) -> Tensor:
+        """Logits ``[sum B_i, 1, h, w]`` of prepared steps whose network images share one size."""
+        points = points_from_clicks([c for step in steps for c in step[3]], self.clicks_limit).to(self.device)
+        prev = torch.cat([step[2] for step in steps])
         if self.late_fusion:
-            logits = self.net.decode(self._features, points, prev)
-        else:
-            out = self.net(torch.cat([image, prev], dim=1), points)
-            logits = out["instances"] if isinstance(out, dict) else out
+            features = [p._features for p in predictors]
+            last, stacked = self._stacked
+            if len(last) != len(features) or any(a is not b for a, b in zip(last, features)):
+                stacked = stack_features(features)
+                self._stacked[:] = [features, stacked]
+            return self.net.decode(stacked, points, prev)
+        out = self.net(torch.cat([torch.cat([step[1] for step in steps]), prev], dim=1), points)
+        return out["instances"] if isinstance(out, dict) else out
+
+    def _finish(self, roi: Optional[BBox], logits: Tensor) -> Tensor:
+        """Network logits of one step -> full-image probabilities ``[1, 1, H, W]``."""
         logits = logits.float()   # under autocast the map and the prev channel stay float32
-        if logits.shape[-2:] != image.shape[-2:]:
-            logits = resize(logits, image.shape[-2:])
+        image_size = self._net_image.shape[-2:]
+        if logits.shape[-2:] != image_size:
+            logits = resize(logits, image_size)
         if self.with_flip:
             logits = merge_flip(logits)
         prob = torch.sigmoid(logits)

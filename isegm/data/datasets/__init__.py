@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Type
 
 from ...utils.config import DEFAULT_CONFIG
-from .base import DatasetError, DatasetNotFoundError, FolderPairsDataset, ISDataset, PathLike
+from .base import DatasetError, DatasetNotFoundError, FirstSamples, FolderPairsDataset, ISDataset, PathLike
 from .davis import COCOMValDataset, DavisDataset
 from .grabcut import BerkeleyDataset, GrabCutDataset
 from .hqseg import HQSEG_VAL_SUBSETS, HQSegDataset
@@ -52,6 +52,6 @@ def get_dataset(name: str, config: Mapping[str, Any], config_file: Optional[Path
 
 
 __all__ = ["DATASET_NAMES", "HQSEG_VAL_SUBSETS", "WSESEG_CLASSES", "BerkeleyDataset", "COCOMValDataset",
-           "DatasetError", "DatasetNotFoundError", "DavisDataset", "FolderPairsDataset", "GrabCutDataset",
+           "DatasetError", "DatasetNotFoundError", "DavisDataset", "FirstSamples", "FolderPairsDataset", "GrabCutDataset",
            "HQSegDataset", "ISDataset", "MaskFolderDataset", "SBDEvaluationDataset", "SHSegDataset",
            "WSESegDataset", "get_dataset"]

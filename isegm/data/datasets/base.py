@@ -77,6 +77,21 @@ class ISDataset:
             "to the dataset folder.")
 
 
+class FirstSamples:
+    """The first ``n`` samples of a dataset (``--limit``), under the dataset's name."""
+
+    def __init__(self, dataset: Any, n: int) -> None:
+        self.dataset, self.n, self.name = dataset, min(n, len(dataset)), getattr(dataset, "name", "")
+
+    def __len__(self) -> int:
+        return self.n
+
+    def get_sample(self, index: int) -> DSample:
+        if not 0 <= index < self.n:
+            raise IndexError(f"sample index {index} out of range for the first {self.n} samples of {self.name}")
+        return self.dataset.get_sample(index)
+
+
 class FolderPairsDataset(ISDataset):
     """Images in one folder and one mask per image in another (GrabCut, Berkeley, DAVIS, COCO_MVal).
 
