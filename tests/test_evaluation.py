@@ -1,14 +1,14 @@
-"""The evaluation loop's own behaviour: per-instance records, skipping unreadable samples and
-resuming an interrupted run with identical numbers."""
+"""The evaluation loop's own behaviour: per-instance records, skipping unreadable samples,
+resuming an interrupted run with identical numbers, batches of instances and shards."""
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 import pytest
 
 from isegm.data import DatasetError, DSample
-from isegm.inference.evaluation import InstanceResult, evaluate_dataset, run_dataset
+from isegm.inference.evaluation import InstanceResult, evaluate_dataset, merge_results, run_dataset
 
 
 class Squares:
@@ -81,3 +81,84 @@ def test_resume_gives_the_uninterrupted_numbers_and_only_runs_what_is_left():
     assert [r.clicks for r in resumed.instances] == [r.clicks for r in full.instances]
     assert predictor.calls == 20 * (len(full.instances) - 3)
     assert resumed.elapsed >= sum(r.seconds for r in records)
+
+
+class BatchRowsPredictor(RowsPredictor):
+    """``RowsPredictor`` with the batched interface; sample ``i`` needs ``2 + i % 3`` clicks, so
+    instances finish at different steps. ``batches`` records each step's batch size."""
+
+    def __init__(self, batches: Optional[List[int]] = None) -> None:
+        super().__init__()
+        self.batches = [] if batches is None else batches
+
+    def spawn(self) -> "BatchRowsPredictor":
+        return BatchRowsPredictor(self.batches)
+
+    def get_prediction(self, clicker) -> np.ndarray:
+        gt = clicker.gt_mask
+        rows = np.flatnonzero(gt.any(axis=1))
+        shown = rows[: int(np.ceil(len(rows) * min(1.0, len(clicker) / (2 + self.index % 3))))]
+        probs = np.zeros(gt.shape, dtype=np.float32)
+        probs[shown] = gt[shown]
+        return probs
+
+    @staticmethod
+    def get_predictions(predictors, clickers) -> List[np.ndarray]:
+        predictors[0].batches.append(len(predictors))
+        return [p.get_prediction(c) for p, c in zip(predictors, clickers)]
+
+
+def summary(result):
+    return [(r.sample_index, r.object_id, r.ious.tolist(), r.clicks) for r in result.instances]
+
+
+@pytest.mark.parametrize("batch_size", [2, 3, 16])
+def test_batched_loop_gives_the_one_by_one_results(batch_size):
+    dataset = Squares(n=7)
+    expected = run_dataset(dataset, BatchRowsPredictor(), max_iou_thr=0.99)
+    assert {len(r.ious) for r in expected.instances} == {2, 3, 4}
+    batches: List[int] = []
+    seen: List[InstanceResult] = []
+    result = run_dataset(dataset, BatchRowsPredictor(batches), max_iou_thr=0.99, batch_size=batch_size,
+                         on_instance=seen.append)
+    assert summary(result) == summary(expected)
+    assert sorted(summary(result)) == sorted((r.sample_index, r.object_id, r.ious.tolist(), r.clicks) for r in seen)
+    assert max(batches) == min(batch_size, 14) and sum(batches) == sum(len(r.ious) for r in expected.instances)
+    assert result.elapsed >= sum(r.seconds for r in result.instances) * 0.99
+
+
+def test_batched_loop_skips_bad_samples_and_resumes():
+    with pytest.raises(DatasetError, match="/data/2.jpg"):
+        run_dataset(Squares(bad=2), BatchRowsPredictor(), max_iou_thr=0.99, batch_size=3)
+    expected = run_dataset(Squares(n=6, bad=2), BatchRowsPredictor(), max_iou_thr=0.99, skip_bad=True)
+    result = run_dataset(Squares(n=6, bad=2), BatchRowsPredictor(), max_iou_thr=0.99, skip_bad=True, batch_size=4)
+    assert summary(result) == summary(expected) and list(result.skipped) == [2]
+    done = {(r.sample_index, r.object_id): r for r in expected.instances[1:6:2]}
+    batches: List[int] = []
+    resumed = run_dataset(Squares(n=6, bad=2), BatchRowsPredictor(batches), max_iou_thr=0.99, skip_bad=True,
+                          batch_size=4, done=done)
+    assert summary(resumed) == summary(expected)
+    assert sum(batches) == sum(len(r.ious) for r in expected.instances) - sum(len(r.ious) for r in done.values())
+
+
+def test_batching_needs_a_batched_predictor():
+    with pytest.raises(ValueError, match="RowsPredictor cannot evaluate instances in batches"):
+        run_dataset(Squares(), RowsPredictor(), max_iou_thr=0.99, batch_size=2)
+
+
+def test_shards_merge_into_the_whole_run():
+    dataset = Squares(n=7, bad=4)
+    whole = run_dataset(dataset, BatchRowsPredictor(), max_iou_thr=0.99, skip_bad=True)
+    shards = [run_dataset(dataset, BatchRowsPredictor(), max_iou_thr=0.99, skip_bad=True, shard=(rank, 3),
+                          batch_size=2) for rank in range(3)]
+    assert [sorted({r.sample_index for r in s.instances} | set(s.skipped)) for s in shards] == [[0, 3, 6], [1, 4], [2, 5]]
+    merged = merge_results(shards)
+    assert summary(merged) == summary(whole) and merged.skipped == whole.skipped
+    assert merged.elapsed == max(s.elapsed for s in shards)
+    # Resuming a shard from every shard's records: its own instances, its own earlier seconds.
+    done = {(r.sample_index, r.object_id): InstanceResult(r.sample_index, r.object_id, r.ious, r.clicks, 100.0)
+            for r in whole.instances}
+    resumed = run_dataset(dataset, BatchRowsPredictor(), max_iou_thr=0.99, skip_bad=True, shard=(1, 3), done=done)
+    assert summary(resumed) == summary(shards[1]) and 200 <= resumed.elapsed < 250
+    with pytest.raises(ValueError, match="rank"):
+        run_dataset(dataset, BatchRowsPredictor(), max_iou_thr=0.99, shard=(3, 3))

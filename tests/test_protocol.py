@@ -5,14 +5,14 @@ previous-map feedback, and the results-table text, driven by the reference synth
 from __future__ import annotations
 
 import functools
-from typing import List
+from typing import Dict, List
 
 import numpy as np
 import pytest
 
 from isegm.data.datasets import DavisDataset, GrabCutDataset
 from isegm.inference.clicker import Click, Clicker
-from isegm.inference.evaluation import evaluate_dataset, evaluate_sample
+from isegm.inference.evaluation import evaluate_dataset, evaluate_sample, run_dataset
 from isegm.inference.metrics import (compute_noc_metric, get_iou, instance_noc, miou_at_k, noc_thresholds,
                                      results_row)
 
@@ -32,6 +32,17 @@ class SyntheticPredictor:
         clicks = [(*c.coords, c.is_positive) for c in clicker.get_clicks()]
         self.prev = synthetic_predictor().predict(self.gt, clicks, self.prev)
         return self.prev
+
+
+class BatchedSyntheticPredictor(SyntheticPredictor):
+    """The same model behind the batched interface (``run_dataset(batch_size=...)``)."""
+
+    def spawn(self) -> "BatchedSyntheticPredictor":
+        return BatchedSyntheticPredictor()
+
+    @staticmethod
+    def get_predictions(predictors, clickers) -> List[np.ndarray]:
+        return [p.get_prediction(c) for p, c in zip(predictors, clickers)]
 
 
 class GTAsImage:
@@ -102,6 +113,28 @@ def test_early_stopped_run_and_noc_equal_the_golden(name):
     assert over_max == [summary["over_max"][k] for k in keys]
     for k, thr in zip(keys, thresholds):
         assert [instance_noc(ious, thr) for ious in all_ious] == [i["noc"][k] for i in data["instances"]]
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_batched_loop_equals_the_golden(name):
+    """Eight instances in flight, finishing at different clicks: each one's clicks, IoUs and maps
+    are still the golden's (the early-stopped prefix of the full run)."""
+    instances = golden("protocol_golden.json")["datasets"][name]["instances"]
+    records: Dict[int, List] = {}
+
+    def callback(image, gt, probs, sample_id, click_index, clicks):
+        records.setdefault(sample_id, []).append((sha16(probs), clicks[-1]))
+
+    result = run_dataset(dataset(name), BatchedSyntheticPredictor(), max_iou_thr=0.95, callback=callback,
+                         batch_size=8)
+    assert len({len(r.ious) for r in result.instances}) > 3
+    for index, (instance, r) in enumerate(zip(instances, result.instances)):
+        n = instance["n_clicks_early_stop"]
+        where = f"{name} {instance['file']}"
+        assert r.sample_index == index and len(r.ious) == n, where
+        np.testing.assert_array_equal(r.ious, np.array(instance["ious"][:n], dtype=np.float32), err_msg=where)
+        assert [[*c.coords, int(c.is_positive)] for _, c in records[index]] == instance["clicks"][:n], where
+        assert [h for h, _ in records[index]] == [c["prob_sha16"] for c in instance["per_click"][:n]], where
 
 
 @pytest.mark.parametrize("name", DATASETS)
