@@ -1,10 +1,14 @@
 """``scripts/evaluate_model.py`` end to end on real GrabCut images with a tiny SkipClick: the
-family's table and log, the JSON / CSV / plot outputs, ``--resume`` and ``--skip-bad``."""
+family's table and log, the JSON / CSV / plot outputs, ``--resume``, ``--skip-bad``,
+``--batch-size`` and torchrun shards."""
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -113,3 +117,47 @@ def test_only_nobrs_is_accepted():
     with pytest.raises(SystemExit):
         load_script().parse_args(["f-BRS-B", "--checkpoint", "x"])
     assert np.isclose(load_script().parse_args(["NoBRS", "--checkpoint", "x", "--print-ious"]).target_iou, 1.01)
+
+
+def results_of(logs):
+    return json.loads((logs / "others" / "tiny" / "results_fixed56_NoBRS_3.json").read_text())["datasets"]["GrabCut"]
+
+
+def same_numbers(a, b):
+    assert [(i["sample_index"], i["ious"], i["clicks"]) for i in a["instances"]] == \
+        [(i["sample_index"], i["ious"], i["clicks"]) for i in b["instances"]]
+    assert (a["noc"], a["noc_std"], a["over_max"], a["miou_curve"]) == (b["noc"], b["noc_std"], b["over_max"],
+                                                                       b["miou_curve"])
+
+
+def test_batch_size_gives_the_same_numbers(setup):
+    assert evaluate(setup, "--logs-path", str(setup / "one")) == 0
+    assert evaluate(setup, "--logs-path", str(setup / "batched"), "--batch-size", "3") == 0
+    same_numbers(results_of(setup / "batched"), results_of(setup / "one"))
+    with pytest.raises(SystemExit):
+        load_script().parse_args(["NoBRS", "--baseline", "grabcut", "--batch-size", "2"])
+
+
+def test_torchrun_shards_give_the_same_numbers_and_resume_with_another_count(setup):
+    """Two CPU processes under torchrun (gloo): each takes every other image, rank 0 merges;
+    then a resume with a single process reads both shard files and evaluates nothing again."""
+    if not (setup / "one").is_dir():
+        assert evaluate(setup, "--logs-path", str(setup / "one")) == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+           str(REPO / "scripts" / "evaluate_model.py"), "NoBRS", "--checkpoint", "tiny", "--datasets", "GrabCut",
+           "--eval-mode", "fixed56", "--suppress-zoom", "--n-clicks", "3", "--cpu", "--no-progress",
+           "--config-path", str(setup / "config.yml"), "--logs-path", str(setup / "shards")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("|    NoBRS    |") == 1   # one table row: rank 0 reports
+    sharded = results_of(setup / "shards")
+    same_numbers(sharded, results_of(setup / "one"))
+    instances = setup / "shards" / "others" / "tiny" / "instances"
+    files = sorted(p.name for p in instances.iterdir())
+    assert files == ["GrabCut_fixed56_NoBRS_3.rank0of2.jsonl", "GrabCut_fixed56_NoBRS_3.rank1of2.jsonl"]
+    assert [len((instances / f).read_text().splitlines()) for f in files] == [2, 1]
+    assert evaluate(setup, "--logs-path", str(setup / "shards"), "--resume") == 0
+    resumed = results_of(setup / "shards")
+    same_numbers(resumed, sharded)
+    assert (instances / "GrabCut_fixed56_NoBRS_3.jsonl").read_text() == ""   # nothing was left to evaluate

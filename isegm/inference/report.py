@@ -7,52 +7,77 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .evaluation import DatasetResult, InstanceResult
 from .metrics import TABLE_THRESHOLDS, compute_noc_metric, get_time_metrics, miou_at_k, miou_curve, noc_thresholds
 
 
 class InstanceLog:
-    """Append-only JSON-lines file of ``InstanceResult`` records, one line per evaluated object."""
+    """Append-only JSON-lines file of ``InstanceResult`` records, one line per evaluated object.
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
+    ``shard = (rank, world_size)``: a sharded run writes one file per process
+    (``<stem>.rank<r>of<n>.jsonl`` beside ``path``); reading takes the records of every shard
+    file of the run, so a run resumes with any number of processes.
+    """
+
+    def __init__(self, path: Path, shard: Tuple[int, int] = (0, 1)) -> None:
+        self.base = Path(path)
+        rank, world_size = shard
+        self.path = self.base if world_size == 1 else \
+            self.base.with_name(f"{self.base.stem}.rank{rank}of{world_size}{self.base.suffix}")
+
+    def files(self) -> List[Path]:
+        """The record files of this run that exist: the single-process one and every shard's."""
+        shards = sorted(self.base.parent.glob(f"{self.base.stem}.rank*of*{self.base.suffix}"))
+        return ([self.base] if self.base.is_file() else []) + shards
 
     def read(self) -> Dict[Tuple[int, int], InstanceResult]:
-        """The records so far, keyed by ``(sample_index, object_id)``. A last line cut off by an
-        interruption is dropped (that instance is evaluated again)."""
+        """The records so far of every file of the run, keyed by ``(sample_index, object_id)``."""
         done: Dict[Tuple[int, int], InstanceResult] = {}
-        if not self.path.is_file():
-            return done
-        with open(self.path) as f:
-            lines = f.read().split("\n")
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = InstanceResult.from_dict(json.loads(line))
-            except (ValueError, KeyError, TypeError) as err:
-                if number == len(lines):   # the line being written when the run stopped
-                    break
-                raise ValueError(f"{self.path}: line {number} is not an instance record ({err}); delete the file "
-                                 "to start this dataset again") from None
-            done[record.sample_index, record.object_id] = record
+        for path in self.files():
+            done.update(_read_records(path))
         return done
 
+    def remove_all(self) -> None:
+        """Delete every record file of the run (a fresh start; in a sharded run, rank 0 before the others start)."""
+        for path in self.files():
+            path.unlink()
+
     def start(self, keep: bool) -> Dict[Tuple[int, int], InstanceResult]:
-        """Open the log for a run: keep its records (``--resume``, returned) or start it empty."""
+        """Open this process's file for a run: keep the run's records (``--resume``, all of them
+        returned) or start it empty."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        records = self.read() if keep else {}
+        own = _read_records(self.path) if keep and self.path.is_file() else {}
         # Rewritten without a cut-off last line, so new records start on a line of their own.
-        self.path.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in records.values()))
-        return records
+        self.path.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in own.values()))
+        return self.read() if keep else {}
 
     def append(self, record: InstanceResult) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(record.to_dict()) + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+
+def _read_records(path: Path) -> Dict[Tuple[int, int], InstanceResult]:
+    """The records of one file. A last line cut off by an interruption is dropped (that
+    instance is evaluated again)."""
+    done: Dict[Tuple[int, int], InstanceResult] = {}
+    with open(path) as f:
+        lines = f.read().split("\n")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = InstanceResult.from_dict(json.loads(line))
+        except (ValueError, KeyError, TypeError) as err:
+            if number == len(lines):   # the line being written when the run stopped
+                break
+            raise ValueError(f"{path}: line {number} is not an instance record ({err}); delete the file "
+                             "to start this dataset again") from None
+        done[record.sample_index, record.object_id] = record
+    return done
 
 
 def dataset_metrics(result: DatasetResult, n_clicks: int, target_iou: float) -> Dict[str, Any]:
