@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -31,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from isegm.model import ImageFeatures, SkipClick, build_skipclick  # noqa: E402
 from isegm.model.clicks import encode_clicks  # noqa: E402
 from isegm.model.fusion import FusionStack  # noqa: E402
+from isegm.utils.device import device_name, native_reduced_precision  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -127,17 +127,6 @@ def compare_with_authors(model: SkipClick, features: ImageFeatures, points: torc
     return {"authors_decode": stats_ms(theirs), "decode_paired": stats_ms(ours),
             "decode_speedup_vs_authors": statistics.median(t / o for t, o in zip(theirs, ours)),
             "max_abs_logit_diff_vs_authors": diff}
-
-
-def native_reduced_precision(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether matrix products in ``dtype`` run on hardware support (always on CUDA). On CPUs
-    without AVX512-BF16 / AMX, torch falls back to scalar bf16 / fp16 GEMMs that are far slower
-    than fp32 (0.7 vs 64 GFLOP/s measured on a 2-core AVX2 EPYC)."""
-    if device.type != "cpu" or dtype == torch.float32:
-        return True
-    probe = {torch.bfloat16: "_is_mkldnn_bf16_supported", torch.float16: "_is_mkldnn_fp16_supported"}[dtype]
-    check = getattr(torch.ops.mkldnn, probe, None)
-    return True if check is None else bool(check())
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -257,8 +246,7 @@ def main(argv=None) -> List[Dict]:
             continue
         meta = {"variant": args.checkpoint or args.variant, "device": args.device, "dtype": dtype,
                 "batch_size": args.batch_size, "threads": torch.get_num_threads(), "torch": torch.__version__,
-                "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-                or platform.machine(), "clicks": args.clicks, "weights": "checkpoint" if args.checkpoint else "random"}
+                "device_name": device_name(device), "clicks": args.clicks, "weights": "checkpoint" if args.checkpoint else "random"}
         rows = [run_size(model, size, argparse.Namespace(**{**vars(args), "dtype": dtype}), device)
                 for size in args.size]
         print_table(rows, meta)

@@ -1,14 +1,14 @@
-"""The latency benchmark runs end to end (random weights, tiny input) and reports every figure."""
+"""The benchmarks run end to end (random weights, tiny inputs) and report every figure."""
 from __future__ import annotations
 
 import importlib.util
 import json
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_latency.py"
-
-
 import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_latency.py"
 
 QUICK = ["--variant", "skipclick_depth2", "--clicks", "3", "--warmup", "1", "--encode-repeats", "1",
          "--forward-repeats", "1", "--authors-repeats", "2"]
@@ -45,3 +45,29 @@ def test_reduced_precision_without_hardware_support_is_skipped(bench, monkeypatc
     assert "skipping bf16" in capsys.readouterr().out
     assert [run["meta"]["dtype"] for run in runs] == ["fp32", "bf16"]
     assert "results" in runs[0] and runs[1]["skipped"] == "no hardware support on this CPU"
+
+
+def test_eval_benchmark_smoke(tmp_path, capsys, monkeypatch):
+    """Two GrabCut instances with a tiny SkipClick, one at a time and both at once: every figure
+    is reported and the batched run is checked against the first."""
+    from conftest import SHARED
+    from isegm.model import build_skipclick, save_checkpoint
+    grabcut = SHARED / "datasets" / "GrabCut"
+    if not grabcut.is_dir():
+        pytest.skip(f"dataset {grabcut} is absent (set SKIPCLICK_SHARED to the shared/ folder)")
+    torch.manual_seed(0)
+    save_checkpoint(build_skipclick("skipclick", backbone="dinov2_vits14_reg", fusion_depth=1,
+                                    fpn_dims=(16, 32, 64, 128), head_channels=16), tmp_path / "tiny.pth")
+    monkeypatch.setenv("SKIPCLICK_GRABCUT_PATH", str(grabcut))
+    spec = importlib.util.spec_from_file_location("benchmark_eval", SCRIPT.parent / "benchmark_eval.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "eval.json"
+    runs = module.main(["--checkpoint", str(tmp_path / "tiny.pth"), "--datasets", "GrabCut", "--eval-mode", "fixed56",
+                        "--limit", "2", "--n-clicks", "3", "--batch-sizes", "1", "2", "--json", str(out)])
+    table = capsys.readouterr().out
+    assert "| GrabCut | 56x56 | 1 | 2 |" in table and "yes (2/2)" in table
+    assert json.loads(out.read_text()) == json.loads(json.dumps(runs))
+    rows = runs[0]["results"]
+    assert [r["batch_size"] for r in rows] == [1, 2] and all(r["identical"] for r in rows)
+    assert all(r["instances"] == 2 and 2 <= r["clicks"] <= 6 and r["instances_per_s"] > 0 for r in rows)
