@@ -14,6 +14,7 @@ row, so a model's ``--wseseg-eval`` run and its standard run can be passed side 
 of several checkpoints (``--exp-path``, datasets keyed ``<dataset>:<checkpoint>``) gives a row per
 checkpoint. A dataset or metric a model lacks prints "–" and a note on stderr. The lowest value of
 a column is bold (all of them on a tie). Without ``--out`` the tables go to stdout.
+``--miou-plot curves.png`` also draws each row's mIoU-versus-clicks curve on each of its datasets.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from isegm.data.datasets import WSESEG_CLASSES  # noqa: E402
+from isegm.inference.plots import plot_miou_curves  # noqa: E402
 
 MISSING = "–"
 WSESEG_LABELS = {
@@ -280,6 +282,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="dataset list replacing a table's (e.g. 6=GrabCut,DAVIS,SBD); without TABLE= for "
                              "every table")
     parser.add_argument("--out", type=Path, help="folder for table<N>.md / .tex (default: print to stdout)")
+    parser.add_argument("--miou-plot", type=Path, metavar="PNG",
+                        help="also draw every row's mIoU-versus-clicks curve on each of its datasets into one PNG")
     args = parser.parse_args(argv)
     if args.labels is not None and len(args.labels) != len(args.results):
         parser.error(f"--labels gives {len(args.labels)} labels for {len(args.results)} results files")
@@ -321,6 +325,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(f"wrote {path}")
             else:
                 print(render(table) + "\n")
+    if args.miou_plot:
+        curves = {f"{model.label}: {display_name(dataset)}": run["miou_curve"] for model in models
+                  for dataset, run in model.runs.items() if run.get("miou_curve")}
+        if not curves:
+            print("error: --miou-plot: no results file holds an mIoU curve", file=sys.stderr)
+            return 1
+        plot_miou_curves(curves, args.miou_plot, "mIoU after k clicks")
+        print(f"wrote {args.miou_plot}")
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     return 0

@@ -242,3 +242,14 @@ def test_argument_errors(standard, tmp_path, capsys):
     with pytest.raises(SystemExit):
         make_tables.main([str(standard[0]), "--table", "4", "--datasets", "5=DAVIS"])
     assert "5=DAVIS" in capsys.readouterr().err
+
+
+def test_miou_plot_draws_one_curve_per_row_and_dataset(standard, tmp_path, capsys, monkeypatch):
+    drawn = {}
+    monkeypatch.setattr(make_tables, "plot_miou_curves", lambda curves, path, title: drawn.update(curves, path=path))
+    code, out, _ = tables(capsys, *standard, "--table", "4", "--miou-plot", tmp_path / "m.png")
+    assert code == 0 and out[-1] == f"wrote {tmp_path / 'm.png'}" and drawn.pop("path") == tmp_path / "m.png"
+    assert len(drawn) == 9 and drawn["SkipClick: DAVIS"] == [0.5, 0.7] + [0.9] * 18
+    empty = write(tmp_path, "Empty", {})
+    code, _, err = tables(capsys, empty, "--table", "4", "--miou-plot", tmp_path / "n.png")
+    assert code == 1 and "no results file holds an mIoU curve" in err[0]
