@@ -5,8 +5,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 BENCH_ARGS ?= --variant skipclick --size 448 --device cpu --dtype fp32 --clicks 30
+SHARED ?= ../shared
+EVAL_BENCH_ARGS ?= --checkpoint $(SHARED)/reference/model/official_format_skip.pth --limit 4 --n-clicks 5 \
+	--batch-sizes 1 4 --threads 2
 
-.PHONY: install test test-all benchmark clean
+.PHONY: install test test-all benchmark benchmark-eval clean
 
 $(VENV)/.installed: setup.py requirements.txt
 	$(PYTHON) -m venv --system-site-packages $(VENV)
@@ -26,6 +29,13 @@ test-all: install
 ## Per-click latency of the late-fusion model on the built-in default (random weights).
 benchmark: install
 	$(PY) scripts/benchmark_latency.py $(BENCH_ARGS)
+
+## Instances per second of the evaluation loop on GrabCut + DAVIS (the shared/ datasets unless
+## SKIPCLICK_GRABCUT_PATH / SKIPCLICK_DAVIS_PATH say otherwise), one at a time and in batches.
+benchmark-eval: install
+	SKIPCLICK_GRABCUT_PATH=$${SKIPCLICK_GRABCUT_PATH:-$(SHARED)/datasets/GrabCut} \
+	SKIPCLICK_DAVIS_PATH=$${SKIPCLICK_DAVIS_PATH:-$(SHARED)/datasets/DAVIS} \
+	$(PY) scripts/benchmark_eval.py $(EVAL_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info
