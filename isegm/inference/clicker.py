@@ -17,8 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import List, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
+
+from ..utils.masks import padded_distance
 
 IGNORE_LABEL = -1
 
@@ -38,13 +39,6 @@ class Click:
     def copy(self, **kwargs) -> "Click":
         """A copy with some fields replaced (e.g. ``coords`` mapped to another resolution)."""
         return replace(self, **kwargs)
-
-
-def padded_distance(mask: np.ndarray) -> np.ndarray:
-    """Exact L2 distance of every ``True`` pixel to the nearest ``False`` one, the outside of the
-    image counting as ``False`` (float32, same shape as ``mask``)."""
-    padded = np.pad(mask, ((1, 1), (1, 1)), "constant").astype(np.uint8)
-    return cv2.distanceTransform(padded, cv2.DIST_L2, 0)[1:-1, 1:-1]
 
 
 class Clicker:
