@@ -11,10 +11,12 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Type
 
 from ...utils.config import DEFAULT_CONFIG
 from .base import DatasetError, DatasetNotFoundError, FirstSamples, FolderPairsDataset, ISDataset, PathLike
+from .coco import CocoDataset, decode_segmentation
+from .coco_lvis import CocoLvisDataset
 from .davis import COCOMValDataset, DavisDataset
 from .grabcut import BerkeleyDataset, GrabCutDataset
 from .hqseg import HQSEG_VAL_SUBSETS, HQSegDataset
-from .sbd import SBDEvaluationDataset
+from .sbd import SBDDataset, SBDEvaluationDataset
 from .wseseg import WSESEG_CLASSES, MaskFolderDataset, SHSegDataset, WSESegDataset
 
 # Dataset name (as the original's --datasets takes it) -> loader and its extra arguments.
@@ -51,7 +53,8 @@ def get_dataset(name: str, config: Mapping[str, Any], config_file: Optional[Path
     return loader(root, **kwargs)
 
 
-__all__ = ["DATASET_NAMES", "HQSEG_VAL_SUBSETS", "WSESEG_CLASSES", "BerkeleyDataset", "COCOMValDataset",
+__all__ = ["DATASET_NAMES", "HQSEG_VAL_SUBSETS", "WSESEG_CLASSES", "BerkeleyDataset", "COCOMValDataset", "CocoDataset",
+           "CocoLvisDataset", "SBDDataset", "decode_segmentation",
            "DatasetError", "DatasetNotFoundError", "DavisDataset", "FirstSamples", "FolderPairsDataset", "GrabCutDataset",
            "HQSegDataset", "ISDataset", "MaskFolderDataset", "SBDEvaluationDataset", "SHSegDataset",
            "WSESegDataset", "get_dataset"]

@@ -1,4 +1,5 @@
-"""SBD evaluation split: every (image, instance id) pair of ``val.txt`` is one sample.
+"""SBD evaluation split: every (image, instance id) pair of ``val.txt`` is one sample; and
+``SBDDataset``, the training split as RITM's loader reads it (one sample per image).
 
 Instance maps are MATLAB files (field ``GTinst``), read with ``scipy.io.loadmat``; scipy is an
 optional dependency, imported only here. The pair list costs one read of every ``.mat`` file,
@@ -11,12 +12,13 @@ import pickle
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..sample import DSample
+from ..sample import DSample, TrainingSample
 from .base import DatasetError, ISDataset, PathLike, check_same_size, read_image
+from .training import PointsSampler, TrainingDataset
 
 Pair = Tuple[str, int]
 
@@ -144,3 +146,65 @@ val.txt              image names of the split, one per line (train.txt for split
         check_same_size(image, instances, image_path, mask_path)
         return DSample(image, instances, object_values=(instance_id,), sample_id=index,
                        image_path=str(image_path), mask_path=str(mask_path))
+
+
+def remove_thin_objects(instances: np.ndarray, min_bbox_fill: float) -> np.ndarray:
+    """Clear the objects that fill less than ``min_bbox_fill`` of their bounding box (RITM's
+    ``buggy_mask_thresh``: SBD holds a few broken, scattered instance masks). Edits ``instances``."""
+    if min_bbox_fill <= 0:
+        return instances
+    for obj_id in np.unique(instances):
+        if obj_id == 0:
+            continue
+        rows, cols = np.nonzero(instances == obj_id)
+        bbox_area = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        if rows.size / bbox_area < min_bbox_fill:
+            instances[instances == obj_id] = 0
+    return instances
+
+
+class SBDDataset(TrainingDataset):
+    """SBD for training, as RITM's ``SBDDataset``: one sample per image of ``<split>.txt``, every
+    instance of the map an object (ids ascending), no ignored region. Objects that fill less than
+    ``buggy_mask_thresh`` of their bounding box are removed (RITM's default 0.08; 0 keeps all).
+    """
+
+    name = "SBD"
+    config_key = "SBD_PATH"
+    layout = """
+img/
+    <name>.jpg       images
+inst/
+    <name>.mat       instance maps (MATLAB struct GTinst, first field: H x W ids, 0 = none)
+train.txt            image names of the split, one per line (val.txt for split="val")
+"""
+    # The evaluation datasets' layout check and its error, shown with this layout and key.
+    check_layout = ISDataset.check_layout
+    not_found = ISDataset.not_found
+
+    def __init__(self, dataset_path: PathLike, points_sampler: PointsSampler, split: str = "train",
+                 buggy_mask_thresh: float = 0.08, **kwargs: Any) -> None:
+        """``kwargs``: ``TrainingDataset``'s (augmentation, min_object_area, keep_background_prob,
+        epoch_len, seed)."""
+        super().__init__(points_sampler, **kwargs)
+        if split not in ("train", "val"):
+            raise ValueError(f"SBD split must be 'train' or 'val', got {split!r}")
+        self.root, self.split, self.buggy_mask_thresh = Path(dataset_path), split, buggy_mask_thresh
+        list_path = self.root / f"{split}.txt"
+        self.check_layout(self.root / "img", self.root / "inst", list_path)
+        _loadmat()  # fail here, not at the first sample, when scipy is missing
+        with open(list_path) as f:
+            self.dataset_samples: List[str] = [line.strip() for line in f if line.strip()]
+        if not self.dataset_samples:
+            raise self.not_found(f"no image names in {str(list_path)!r}")
+
+    def get_sample(self, index: int, rng: np.random.Generator) -> TrainingSample:
+        """The ``index``-th image of the list and its instances (label map, one layer)."""
+        name = self.dataset_samples[index]
+        image_path, mask_path = self.root / "img" / f"{name}.jpg", self.root / "inst" / f"{name}.mat"
+        image = read_image(image_path)
+        instances = read_instance_map(mask_path)
+        check_same_size(image, instances, image_path, mask_path)
+        instances = remove_thin_objects(instances, self.buggy_mask_thresh)
+        objects_ids = [int(i) for i in np.unique(instances) if i != 0]
+        return TrainingSample(image, instances, objects_ids=objects_ids, sample_id=index)
