@@ -7,7 +7,7 @@ to ours, so their experiment names keep working.
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 
@@ -85,3 +85,25 @@ def build_skipclick(variant: str = "skipclick", backbone_weights: Optional[PathL
     if backbone_weights is not None:
         load_backbone_weights(model, backbone_weights)
     return model
+
+
+# The authors' head width for each --upsample setting.
+UPSAMPLE_CHANNELS = {"x1": 256, "x2": 128, "x4": 64}
+
+
+def model_from_settings(variant: str, cfg: Mapping[str, Any]) -> SkipClick:
+    """The model a model file's ``init_model(cfg)`` builds for ``train.py``: the variant with the
+    head for ``cfg['upsample']``; the weights of ``cfg['weights']`` (``--weights``) when given,
+    else the pretrained backbone named by ``<FAMILY>_WEIGHTS`` (``DINOV2_WEIGHTS`` /
+    ``DINOV3_WEIGHTS`` in config.yml) when that key is set."""
+    upsample = cfg.get("upsample") or "x1"
+    if upsample not in UPSAMPLE_CHANNELS:
+        raise ValueError(f"upsample {upsample!r}: expected one of {', '.join(UPSAMPLE_CHANNELS)}")
+    overrides = dict(head_upsample=upsample, head_channels=UPSAMPLE_CHANNELS[upsample])
+    if cfg.get("weights"):
+        from .checkpoint import load_checkpoint
+        model = build_skipclick(variant, **overrides)
+        model.load_state_dict(load_checkpoint(cfg["weights"]).state_dict())
+        return model
+    family = variant_config(variant).backbone.split("_")[0]
+    return build_skipclick(variant, backbone_weights=cfg.get(f"{family.upper()}_WEIGHTS"), **overrides)

@@ -344,8 +344,8 @@ def _check_plain(value: Any, where: str) -> None:
             _check_plain(item, f"{where}[{i}]")
     elif type(value) is dict:
         for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"checkpoint metadata {where} has a non-str key {key!r}")
+            if type(key) not in (str, int):   # optimizer states are keyed by parameter index
+                raise TypeError(f"checkpoint metadata {where} has a key {key!r} that is neither str nor int")
             _check_plain(item, f"{where}[{key!r}]")
     else:
         raise TypeError(f"checkpoint metadata {where} is a {type(value).__name__}; only str, int, float, bool, "

@@ -1,0 +1,1 @@
+"""Training: the iterative click trainer, its optimizers, recipes and experiment folders."""

@@ -1,0 +1,144 @@
+"""Training recipes as data: what the model files of ``models/`` train with.
+
+``COCOLVIS`` is the paper's recipe (every SkipClick row): COCO+LVIS, 448 crops, up to 24
+sampled clicks and 3 simulated ones, normalized focal loss, Adam 5e-5 for 55 epochs of 30,000
+samples, learning rate x0.1 at epochs 50 and 55, batch 32. A model file picks a recipe (or
+``dataclasses.replace``s a few fields) and calls ``train(model, cfg, recipe)``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from torch import nn
+
+from ..data.points_sampler import MultiPointSampler
+from ..data.transforms import training_augmentation, validation_augmentation
+from ..model.losses import NormalizedFocalLossSigmoid
+from .optimizer import get_optimizer
+from .trainer import Trainer, TrainerConfig
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything a training run takes from its model file. ``dataset``: ``cocolvis``
+    (config key ``LVIS_v1_PATH``), ``sbd`` (``SBD_PATH``), ``coco`` (any COCO-format set:
+    ``COCO_IMAGES_PATH`` and ``COCO_ANNOTATIONS``) or ``winter`` (generated winter-sports scenes,
+    no download)."""
+
+    dataset: str = "cocolvis"
+    crop_size: Tuple[int, int] = (448, 448)
+    num_max_points: int = 24
+    batch_size: int = 32
+    epochs: int = 55
+    epoch_len: int = 30000
+    val_epoch_len: int = 2000
+    validation: bool = False
+    min_object_area: int = 1000
+    keep_background_prob: float = 0.05
+    stuff_prob: float = 0.30
+    prob_gamma: float = 0.80
+    merge_objects_prob: float = 0.15
+    max_num_merged_objects: int = 2
+    scale_range: Tuple[float, float] = (0.75, 1.40)
+    max_num_next_clicks: int = 3
+    nfl_alpha: float = 0.5
+    nfl_gamma: float = 2.0
+    optimizer: str = "adam"
+    lr: float = 5e-5
+    betas: Tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    milestones: Tuple[int, ...] = (50, 55)
+    lr_gamma: float = 0.1
+    checkpoint_interval: Tuple[Tuple[int, int], ...] = ((0, 20), (50, 1))
+    image_dump_interval: int = 300
+    num_scenes: int = 20000   # winter: distinct generated training scenes
+
+
+COCOLVIS = Recipe()
+SBD = replace(COCOLVIS, dataset="sbd")
+
+
+def points_sampler(recipe: Recipe) -> MultiPointSampler:
+    return MultiPointSampler(recipe.num_max_points, prob_gamma=recipe.prob_gamma,
+                             merge_objects_prob=recipe.merge_objects_prob,
+                             max_num_merged_objects=recipe.max_num_merged_objects)
+
+
+def build_datasets(recipe: Recipe, cfg: Dict[str, Any], seed: int = 0) -> Tuple[Any, Optional[Any]]:
+    """The training set and (when the recipe validates) the validation set."""
+    sampler = points_sampler(recipe)
+    common = dict(points_sampler=sampler, min_object_area=recipe.min_object_area, seed=seed)
+    train_aug = training_augmentation(recipe.crop_size, scale_range=recipe.scale_range)
+    val_aug = validation_augmentation(recipe.crop_size)
+    if recipe.dataset == "cocolvis":
+        from ..data.datasets.coco_lvis import CocoLvisDataset
+        root = _path(cfg, "LVIS_v1_PATH")
+        train = CocoLvisDataset(root, split="train", augmentation=train_aug, epoch_len=recipe.epoch_len,
+                                keep_background_prob=recipe.keep_background_prob, stuff_prob=recipe.stuff_prob,
+                                **common)
+        val = CocoLvisDataset(root, split="val", augmentation=val_aug, epoch_len=recipe.val_epoch_len, **common) \
+            if recipe.validation else None
+    elif recipe.dataset == "sbd":
+        from ..data.datasets.sbd import SBDDataset
+        root = _path(cfg, "SBD_PATH")
+        train = SBDDataset(root, split="train", augmentation=train_aug, epoch_len=recipe.epoch_len,
+                           keep_background_prob=recipe.keep_background_prob, **common)
+        val = SBDDataset(root, split="val", augmentation=val_aug, epoch_len=recipe.val_epoch_len, **common) \
+            if recipe.validation else None
+    elif recipe.dataset == "coco":
+        from ..data.datasets.coco import CocoDataset
+        train = CocoDataset(_path(cfg, "COCO_IMAGES_PATH"), _path(cfg, "COCO_ANNOTATIONS"), augmentation=train_aug,
+                            epoch_len=recipe.epoch_len, keep_background_prob=recipe.keep_background_prob, **common)
+        val = None
+    elif recipe.dataset == "winter":
+        from ..data.datasets.synthetic import WinterSportsDataset
+        train = WinterSportsDataset(num_scenes=recipe.num_scenes, size=recipe.crop_size, augmentation=train_aug,
+                                    epoch_len=recipe.epoch_len, keep_background_prob=recipe.keep_background_prob,
+                                    **common)
+        val = None
+    else:
+        raise ValueError(f"unknown recipe dataset {recipe.dataset!r}; known: cocolvis, sbd, coco, winter")
+    return train, val
+
+
+def _path(cfg: Dict[str, Any], key: str) -> Path:
+    value = cfg.get(key)
+    if not value:
+        raise ValueError(f"this recipe needs the config key {key} (a local path): add '{key}: <path>' to "
+                         f"config.yml or set the environment variable SKIPCLICK_{key}")
+    return Path(value)
+
+
+def train(model: nn.Module, cfg: Dict[str, Any], recipe: Recipe) -> Trainer:
+    """Build datasets, loss, optimizer, schedule and trainer from ``recipe`` and the run's
+    settings ``cfg`` (``train.py``'s), then train (resuming when ``cfg['resume_from']`` is set)."""
+    recipe = replace(recipe, **{k: cfg[k] for k in ("epochs", "epoch_len") if cfg.get(k)})
+    batch_size = cfg["batch_size"] if cfg.get("batch_size", -1) > 0 else recipe.batch_size
+    trainset, valset = build_datasets(recipe, cfg, seed=cfg.get("seed", 0))
+    optimizer = get_optimizer(model, recipe.optimizer, {"lr": recipe.lr, "betas": recipe.betas, "eps": recipe.eps}
+                              if recipe.optimizer != "sgd" else {"lr": recipe.lr},
+                              layerwise_decay=cfg.get("layerwise_decay", False))
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(recipe.milestones),
+                                                     gamma=recipe.lr_gamma)
+    config = TrainerConfig(exp_path=Path(cfg["EXP_PATH"]), epochs=recipe.epochs, batch_size=batch_size,
+                           max_num_next_clicks=recipe.max_num_next_clicks, workers=cfg.get("workers", 4),
+                           seed=cfg.get("seed", 0), reuse_features=cfg.get("reuse_features", True),
+                           bf16=cfg.get("bf16", False), grad_accumulation=cfg.get("grad_accumulation", 1),
+                           checkpoint_interval=recipe.checkpoint_interval,
+                           image_dump_interval=recipe.image_dump_interval, device=cfg.get("device", "cpu"))
+    loss = NormalizedFocalLossSigmoid(alpha=recipe.nfl_alpha, gamma=recipe.nfl_gamma)
+    trainer = Trainer(model, config, trainset, loss, optimizer, scheduler, valset)
+    if cfg.get("resume_from"):
+        trainer.resume(Path(cfg["resume_from"]))
+    elif cfg.get("start_epoch", 0) > 0:
+        # The family's --start-epoch: weights from --weights, the schedule advanced to that epoch.
+        for _ in range(cfg["start_epoch"]):
+            scheduler.step()
+        trainer.start_epoch = cfg["start_epoch"]
+    if trainer.process.is_main:
+        print(f"recipe: {asdict(recipe)}")
+    trainer.run()
+    return trainer

@@ -1,0 +1,57 @@
+"""Small training data for the trainer's tests: coloured rectangles on noise, and a click
+sampler that puts one positive click at the target's centre."""
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+import torch
+
+from isegm.data.datasets.training import PointsSampler, TrainingDataset
+from isegm.data.sample import TrainingSample
+from isegm.model import build_skipclick
+
+
+class CenterClick(PointsSampler):
+    """Target: the first object; one positive click at the centre of its pixels."""
+
+    def __init__(self, num_points: int = 4) -> None:
+        self.num_points = num_points
+
+    def sample(self, sample: TrainingSample, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+        points = np.full((2 * self.num_points, 3), -1, dtype=np.float32)
+        if len(sample) == 0:
+            return np.zeros(sample.image.shape[:2], np.float32), points
+        mask = sample.get_object_mask(sample.objects_ids[0]).astype(np.float32)
+        ys, xs = np.nonzero(mask == 1)
+        points[0] = (ys[len(ys) // 2], xs[len(xs) // 2], 0)
+        return mask, points
+
+
+class Rectangles(TrainingDataset):
+    """``n`` images of ``size`` x ``size``: one or two rectangles of random colour on noise."""
+
+    def __init__(self, n: int = 8, size: int = 28, **kwargs) -> None:
+        kwargs.setdefault("points_sampler", CenterClick())
+        super().__init__(**kwargs)
+        self.size = size
+        self.dataset_samples = list(range(n))
+
+    def get_sample(self, index: int, rng: np.random.Generator) -> TrainingSample:
+        scene = np.random.default_rng(index)
+        image = scene.integers(0, 80, (self.size, self.size, 3), dtype=np.uint8)
+        labels = np.zeros((self.size, self.size), np.int32)
+        for value in range(1, 1 + int(scene.integers(1, 3))):
+            y, x = scene.integers(0, self.size // 2, 2)
+            h, w = scene.integers(self.size // 4, self.size // 2, 2)
+            labels[y:y + h, x:x + w] = value
+            image[y:y + h, x:x + w] = scene.integers(100, 256, 3)
+        return TrainingSample(image, labels, objects_ids=sorted(set(np.unique(labels).tolist()) - {0}),
+                              sample_id=index)
+
+
+def tiny_model(seed: int = 0):
+    """A SkipClick with a ViT-S/14 backbone and a one-block fusion stack (random weights)."""
+    torch.manual_seed(seed)
+    return build_skipclick("skipclick", backbone="dinov2_vits14_reg", fusion_depth=1, fusion_heads=6,
+                           fpn_dims=(16, 32, 64, 128), head_channels=16, train_size=(28, 28))
