@@ -71,3 +71,17 @@ def test_eval_benchmark_smoke(tmp_path, capsys, monkeypatch):
     rows = runs[0]["results"]
     assert [r["batch_size"] for r in rows] == [1, 2] and all(r["identical"] for r in rows)
     assert all(r["instances"] == 2 and 2 <= r["clicks"] <= 6 and r["instances_per_s"] > 0 for r in rows)
+
+
+def test_train_benchmark_smoke(tmp_path, capsys):
+    """Full SkipClick at 28 px: both backbone settings are timed for every click count."""
+    spec = importlib.util.spec_from_file_location("benchmark_train", SCRIPT.parent / "benchmark_train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "train.json"
+    result = module.main(["--size", "28", "--batch-size", "1", "--steps", "4", "--warmup", "0", "--json", str(out)])
+    assert "once per batch (ours)" in capsys.readouterr().out
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert [run["reuse_features"] for run in result["runs"]] == [True, False]
+    for run in result["runs"]:
+        assert run["steps"] == 4 and run["samples_per_second"] > 0 and set(run["seconds_by_clicks"]) == set("0123")
