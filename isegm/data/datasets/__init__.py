@@ -17,6 +17,7 @@ from .davis import COCOMValDataset, DavisDataset
 from .grabcut import BerkeleyDataset, GrabCutDataset
 from .hqseg import HQSEG_VAL_SUBSETS, HQSegDataset
 from .sbd import SBDDataset, SBDEvaluationDataset
+from .synthetic import WinterSportsDataset, WinterSportsEvalDataset
 from .wseseg import WSESEG_CLASSES, MaskFolderDataset, SHSegDataset, WSESegDataset
 
 # Dataset name (as the original's --datasets takes it) -> loader and its extra arguments.
@@ -29,6 +30,7 @@ _LOADERS: Dict[str, Tuple[Type[ISDataset], Dict[str, Any]]] = {
     "HQSeg": (HQSegDataset, {}),
     **{f"WSESeg_{name}": (WSESegDataset, {"class_name": name}) for name in WSESEG_CLASSES},
     "SHSeg": (SHSegDataset, {}),
+    "WinterSports": (WinterSportsEvalDataset, {}),   # generated: no folder
 }
 DATASET_NAMES = tuple(_LOADERS)
 # Names the original's factory also knows, for which this package has no loader.
@@ -36,7 +38,8 @@ _NOT_PROVIDED = ("SBD_Train", "PascalVOC", "BraTS", "ssTEM", "OAIZIB", "HARD", "
 
 
 def get_dataset(name: str, config: Mapping[str, Any], config_file: Optional[PathLike] = None) -> ISDataset:
-    """The dataset called ``name``, its root folder read from ``config`` (``load_config()``'s dict).
+    """The dataset called ``name``, its root folder read from ``config`` (``load_config()``'s dict;
+    the generated ``WinterSports`` set needs none).
 
     ``config_file`` only names the file in the error for a missing key (default: the repository's).
     """
@@ -44,6 +47,8 @@ def get_dataset(name: str, config: Mapping[str, Any], config_file: Optional[Path
         hint = " (a dataset of the original code that this package has no loader for)" if name in _NOT_PROVIDED else ""
         raise ValueError(f"unknown dataset {name!r}{hint}; known: {', '.join(DATASET_NAMES)}")
     loader, kwargs = _LOADERS[name]
+    if not loader.config_key:
+        return loader(**kwargs)
     root = config.get(loader.config_key)
     if not root:
         file = Path(config_file) if config_file is not None else DEFAULT_CONFIG
@@ -57,4 +62,4 @@ __all__ = ["DATASET_NAMES", "HQSEG_VAL_SUBSETS", "WSESEG_CLASSES", "BerkeleyData
            "CocoLvisDataset", "SBDDataset", "decode_segmentation",
            "DatasetError", "DatasetNotFoundError", "DavisDataset", "FirstSamples", "FolderPairsDataset", "GrabCutDataset",
            "HQSegDataset", "ISDataset", "MaskFolderDataset", "SBDEvaluationDataset", "SHSegDataset",
-           "WSESegDataset", "get_dataset"]
+           "WSESegDataset", "WinterSportsDataset", "WinterSportsEvalDataset", "get_dataset"]
