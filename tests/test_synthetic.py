@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from isegm.data.datasets.base import FirstSamples
-from isegm.data.datasets.synthetic import (ATHLETE_KINDS, EQUIPMENT_KINDS, KINDS, TARGET_KINDS, Scene,
+from isegm.data.datasets.synthetic import (ATHLETE_KINDS, EQUIPMENT_KINDS, WORN_KINDS, KINDS, TARGET_KINDS, Scene,
                                            WinterSportsDataset, WinterSportsEvalDataset, render_scene)
 from isegm.data.datasets.training import PointsSampler
 from isegm.data.sample import TrainingSample
@@ -45,8 +45,9 @@ def test_shapes_dtypes_and_objects(size):
         for i, obj in enumerate(scene.objects):
             assert obj.kind in KINDS
             assert obj.area == scene.mask(i).sum()
-            # Equipment lives in layer 1 under its athlete, whose layer-0 mask contains it.
-            assert (obj.layer == 1) == (obj.kind in EQUIPMENT_KINDS)
+            # Worn gear lives in layer 1 under its athlete, whose layer-0 mask contains it; held
+            # gear (skis, poles, boards) is a layer-0 object of its own.
+            assert (obj.layer == 1) == (obj.kind in WORN_KINDS) and (obj.parent is not None) == (obj.layer == 1)
             if obj.layer == 1:
                 assert scene.objects[obj.parent].kind in ATHLETE_KINDS and i in scene.objects[obj.parent].children
                 assert not (scene.mask(i) & ~scene.mask(obj.parent)).any()
@@ -128,3 +129,14 @@ def test_generation_is_fast():
         render_scene(seed)
         times.append(time.perf_counter() - start)
     assert np.median(times) < 0.1
+
+
+def test_close_framing_gives_large_athletes_and_rejects_unknown_framings():
+    for seed in range(5):
+        scene = render_scene(seed, (224, 224), framing="close")
+        athletes = scene.targets(ATHLETE_KINDS)
+        assert 1 <= len(athletes) <= 2
+        rows = np.flatnonzero(np.logical_or.reduce([scene.amodal_mask(i) for i in athletes]).any(1))
+        assert rows[-1] - rows[0] > 0.4 * 224
+    with pytest.raises(ValueError, match="framing"):
+        render_scene(0, (64, 64), framing="aerial")

@@ -17,7 +17,7 @@ from .davis import COCOMValDataset, DavisDataset
 from .grabcut import BerkeleyDataset, GrabCutDataset
 from .hqseg import HQSEG_VAL_SUBSETS, HQSegDataset
 from .sbd import SBDDataset, SBDEvaluationDataset
-from .synthetic import WinterSportsDataset, WinterSportsEvalDataset
+from .synthetic import ATHLETE_KINDS, WinterSportsDataset, WinterSportsEvalDataset
 from .wseseg import WSESEG_CLASSES, MaskFolderDataset, SHSegDataset, WSESegDataset
 
 # Dataset name (as the original's --datasets takes it) -> loader and its extra arguments.
@@ -31,6 +31,8 @@ _LOADERS: Dict[str, Tuple[Type[ISDataset], Dict[str, Any]]] = {
     **{f"WSESeg_{name}": (WSESegDataset, {"class_name": name}) for name in WSESEG_CLASSES},
     "SHSeg": (SHSegDataset, {}),
     "WinterSports": (WinterSportsEvalDataset, {}),   # generated: no folder
+    # close-ups of skiers and snowboarders (the quickstart's evaluation)
+    "WinterSportsCloseup": (WinterSportsEvalDataset, {"kinds": ATHLETE_KINDS, "framing": "close"}),
 }
 DATASET_NAMES = tuple(_LOADERS)
 # Names the original's factory also knows, for which this package has no loader.

@@ -10,9 +10,10 @@ on one CPU core.
 Objects and targets
 -------------------
 Every drawn object is a ``SceneObject`` with a kind (``KINDS``). Layer 0 holds whole objects
-(athletes, gates, trees, fences) and is a partition of the visible pixels; layer 1 holds the
-equipment, whose parent is its athlete. An athlete's mask is the person with everything worn
-and held (clothes, helmet, goggles, skis or board, poles). Masks are *visible* masks: whatever
+(athletes, held gear, gates, trees, fences) and is a partition of the visible pixels; layer 1
+holds the worn gear (helmet, goggles), whose parent is its athlete. An athlete's mask is the
+person with what they wear; skis, poles and snowboards are objects of their own, as COCO
+annotates them. Masks are *visible* masks: whatever
 is drawn in front of an object (another athlete, a gate, a tree, a fence mesh) is removed from
 it; ``Scene.amodal_mask`` gives the unoccluded shape.
 
@@ -37,11 +38,16 @@ from .base import ISDataset
 from .training import PointsSampler, TrainingDataset
 
 ATHLETE_KINDS = ("skier", "snowboarder")
-EQUIPMENT_KINDS = ("ski", "pole", "snowboard", "helmet", "goggles")
+# Worn gear is part of its athlete (a child in layer 1); held or ridden gear is an object of
+# its own, as COCO annotates skis and snowboards apart from the person.
+WORN_KINDS = ("helmet", "goggles")
+HELD_KINDS = ("ski", "pole", "snowboard")
+EQUIPMENT_KINDS = HELD_KINDS + WORN_KINDS
 SCENERY_KINDS = ("flag", "tree", "fence")
 KINDS = ATHLETE_KINDS + EQUIPMENT_KINDS + SCENERY_KINDS
 TARGET_KINDS = ATHLETE_KINDS + EQUIPMENT_KINDS + ("flag",)
 LIGHTS = ("day", "overcast", "dusk")
+FRAMINGS = ("wide", "close")
 
 # Scene i of a dataset with seed s is render_scene(s * SEED_STRIDE + i) for training and
 # render_scene(EVAL_SEED_OFFSET + s * SEED_STRIDE + i) for evaluation: disjoint ranges for any
@@ -333,7 +339,8 @@ class _Builder:
     def new(self, kind: str, parent: Optional[int] = None) -> int:
         """A new object; returns its owner label (index + 1)."""
         index = len(self.objects)
-        layer = 1 if kind in EQUIPMENT_KINDS else 0
+        layer = 1 if kind in WORN_KINDS else 0
+        parent = None if kind in HELD_KINDS else parent
         self.objects.append(SceneObject(kind, layer, index + 1, parent))
         if parent is not None:
             self.objects[parent].children.append(index)
@@ -760,8 +767,12 @@ def _forest(canvas: _Canvas, rng: np.random.Generator, size: Tuple[int, int], li
 
 # ----------------------------------------------------------------------------------------
 
-def render_scene(seed: int, size: Tuple[int, int] = (224, 224)) -> Scene:
-    """Draw scene ``seed`` at ``size`` = (H, W); the same seed and size give the same bytes."""
+def render_scene(seed: int, size: Tuple[int, int] = (224, 224), framing: str = "wide") -> Scene:
+    """Draw scene ``seed`` at ``size`` = (H, W); the same seed, size and framing give the same
+    bytes. ``framing``: ``wide`` (1-4 athletes on the slope) or ``close`` (1-2 athletes near the
+    camera, 0.6-0.95 of the image tall, as broadcast close-ups frame them)."""
+    if framing not in FRAMINGS:
+        raise ValueError(f"framing {framing!r}: expected one of {', '.join(FRAMINGS)}")
     height, width = size
     rng = np.random.default_rng(seed)
     light = _light(rng)
@@ -770,9 +781,16 @@ def render_scene(seed: int, size: Tuple[int, int] = (224, 224)) -> Scene:
     builder = _Builder(rng, size, light, horizon)
 
     # Athletes: 1-4, sized by perspective; some placed next to another so that they overlap.
-    count = int(rng.choice([1, 2, 3, 4], p=[0.35, 0.35, 0.2, 0.1]))
+    close = framing == "close"
+    count = int(rng.choice([1, 2], p=[0.6, 0.4])) if close else int(rng.choice([1, 2, 3, 4], p=[0.35, 0.35, 0.2, 0.1]))
     athletes: List[Tuple[float, float, float]] = []
     for i in range(count):
+        if close:
+            y = height * rng.uniform(0.88, 1.0)
+            x = rng.uniform(0.25, 0.75) * width
+            athletes.append((x, y, height * rng.uniform(0.6, 0.95)))
+            builder.athlete((x, y), athletes[-1][2], "skier" if rng.random() < 0.6 else "snowboarder")
+            continue
         if athletes and rng.random() < 0.4:
             ax, ay, ah = athletes[int(rng.integers(len(athletes)))]
             y = ay + rng.uniform(-0.15, 0.2) * ah
@@ -912,13 +930,14 @@ class WinterSportsDataset(TrainingDataset):
 
     def __init__(self, points_sampler: PointsSampler, num_scenes: int = 10_000, size: Tuple[int, int] = (224, 224),
                  seed: int = 0, kinds: Sequence[str] = TARGET_KINDS, augmentation: Optional[Augmentation] = None,
-                 min_object_area: int = 0, keep_background_prob: float = 0.0, epoch_len: int = -1) -> None:
+                 min_object_area: int = 0, keep_background_prob: float = 0.0, epoch_len: int = -1,
+                 framing: str = "wide") -> None:
         super().__init__(points_sampler, augmentation, min_object_area, keep_background_prob, epoch_len, seed)
-        self.size, self.kinds = tuple(size), tuple(kinds)
+        self.size, self.kinds, self.framing = tuple(size), tuple(kinds), framing
         self.dataset_samples = [seed * SEED_STRIDE + i for i in range(num_scenes)]
 
     def scene(self, index: int) -> Scene:
-        return render_scene(self.dataset_samples[index], self.size)
+        return render_scene(self.dataset_samples[index], self.size, self.framing)
 
     def get_sample(self, index: int, rng: np.random.Generator) -> TrainingSample:
         scene = self.scene(index)
@@ -940,9 +959,9 @@ class WinterSportsEvalDataset(ISDataset):
     config_key = ""   # generated: no dataset folder to configure
 
     def __init__(self, num_scenes: int = 100, size: Tuple[int, int] = (224, 224), seed: int = 0,
-                 min_area: Optional[int] = None, kinds: Sequence[str] = TARGET_KINDS) -> None:
+                 min_area: Optional[int] = None, kinds: Sequence[str] = TARGET_KINDS, framing: str = "wide") -> None:
         # No root folder: ISDataset.__init__ (which records one) does not apply.
-        self.size, self.kinds = tuple(size), tuple(kinds)
+        self.size, self.kinds, self.framing = tuple(size), tuple(kinds), framing
         self.min_area = int(MIN_AREA_FRACTION * size[0] * size[1]) if min_area is None else min_area
         self.scene_seeds = [EVAL_SEED_OFFSET + seed * SEED_STRIDE + i for i in range(num_scenes)]
         self._samples: List[Tuple[int, int]] = []
@@ -954,7 +973,7 @@ class WinterSportsEvalDataset(ISDataset):
     def scene(self, scene_index: int) -> Scene:
         """The scene, kept while its instances are read one after another."""
         if self._cached is None or self._cached[0] != scene_index:
-            self._cached = (scene_index, render_scene(self.scene_seeds[scene_index], self.size))
+            self._cached = (scene_index, render_scene(self.scene_seeds[scene_index], self.size, self.framing))
         return self._cached[1]
 
     def instance(self, index: int) -> Tuple[int, int]:
@@ -969,6 +988,6 @@ class WinterSportsEvalDataset(ISDataset):
                        sample_id=index)
 
 
-__all__ = ["ATHLETE_KINDS", "EQUIPMENT_KINDS", "EVAL_SEED_OFFSET", "KINDS", "LIGHTS", "MIN_AREA_FRACTION",
-           "SCENERY_KINDS", "SEED_STRIDE", "TARGET_KINDS", "Scene", "SceneObject", "WinterSportsDataset",
-           "WinterSportsEvalDataset", "render_scene"]
+__all__ = ["ATHLETE_KINDS", "EQUIPMENT_KINDS", "EVAL_SEED_OFFSET", "FRAMINGS", "HELD_KINDS", "KINDS", "LIGHTS",
+           "MIN_AREA_FRACTION", "SCENERY_KINDS", "SEED_STRIDE", "TARGET_KINDS", "WORN_KINDS", "Scene", "SceneObject",
+           "WinterSportsDataset", "WinterSportsEvalDataset", "render_scene"]
