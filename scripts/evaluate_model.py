@@ -122,21 +122,29 @@ def find_checkpoint(folder: Path, name: str) -> Path:
     return candidates[0]
 
 
+def config_path(config: Dict[str, Any], key: str) -> Path:
+    """A folder from config.yml, or an error saying which key to set."""
+    if not config.get(key):
+        raise SystemExit(f"config key {key} is not set: add '{key}: <folder>' to config.yml (or pass --config-path, "
+                         f"or set SKIPCLICK_{key})")
+    return Path(config[key])
+
+
 def checkpoints_and_logs(args: argparse.Namespace, config: Dict[str, Any]) -> Tuple[List[Optional[Path]], Path, str]:
     """What to evaluate, the logs folder and the log-name prefix, as the original names them."""
-    logs_root = Path(args.logs_path) if args.logs_path else Path(config["EXPS_PATH"]) / "evaluation_logs"
+    logs_root = Path(args.logs_path) if args.logs_path else config_path(config, "EXPS_PATH") / "evaluation_logs"
     if args.baseline:
         return [None], logs_root / "others" / args.baseline, ""
     if args.exp_path:
         exp, _, prefix = args.exp_path.partition(":")
-        exp_dir = Path(config["EXPS_PATH"]) / exp
+        exp_dir = config_path(config, "EXPS_PATH") / exp
         checkpoints = sorted((exp_dir / "checkpoints").glob(prefix + "*.pth"), reverse=True)
         if not checkpoints:
             raise FileNotFoundError(f"no checkpoints matching {str(exp_dir / 'checkpoints' / (prefix + '*.pth'))!r}")
         logs_prefix = (checkpoints[0].stem if len(checkpoints) == 1 else f"all_{prefix}") if prefix \
             else "all_checkpoints"
         return checkpoints, logs_root / exp, logs_prefix
-    checkpoint = find_checkpoint(Path(config["CHECKPOINTS_PATH"]), args.checkpoint)
+    checkpoint = find_checkpoint(Path(config.get("CHECKPOINTS_PATH") or "."), args.checkpoint)
     return [checkpoint], logs_root / "others" / checkpoint.stem, ""
 
 
