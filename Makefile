@@ -9,7 +9,7 @@ SHARED ?= ../shared
 EVAL_BENCH_ARGS ?= --checkpoint $(SHARED)/reference/model/official_format_skip.pth --limit 4 --n-clicks 5 \
 	--batch-sizes 1 4 --threads 2
 
-.PHONY: install test test-all benchmark benchmark-eval clean
+.PHONY: install quickstart test test-all benchmark benchmark-eval clean
 
 $(VENV)/.installed: setup.py requirements.txt
 	$(PYTHON) -m venv --system-site-packages $(VENV)
@@ -18,6 +18,11 @@ $(VENV)/.installed: setup.py requirements.txt
 	touch $@
 
 install: $(VENV)/.installed
+
+## Train the tiny model on generated winter-sports scenes, evaluate it beside the untrained model and
+## the classical baselines, and write quickstart/report/ (no download; minutes on 2 CPU cores).
+quickstart: install
+	$(PY) scripts/quickstart.py --out quickstart
 
 ## Run the test suite (the slow-marked tests are skipped; `make test-all` runs them too).
 test: install

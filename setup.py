@@ -17,7 +17,8 @@ setup(
     packages=find_packages(include=["isegm", "isegm.*"]),
     install_requires=[line.split("#")[0].strip() for line in (here / "requirements.txt").read_text().splitlines()
                       if line.split("#")[0].strip()],
-    # baselines: the random-walker predictor; scipy reads SBD's .mat files. dev runs every test.
-    extras_require={"baselines": ["scikit-image"], "sbd": ["scipy"],
-                    "dev": ["pytest>=7", "scikit-image", "scipy"]},
+    # baselines: the random-walker predictor; scipy reads SBD's .mat files; train: TensorBoard
+    # logs (the trainer writes JSON-lines scalars without it). dev runs every test.
+    extras_require={"baselines": ["scikit-image"], "sbd": ["scipy"], "train": ["tensorboard"],
+                    "dev": ["pytest>=7", "scikit-image", "scipy", "tensorboard"]},
 )

@@ -10,19 +10,17 @@ config.yml's keys (dataset and weight paths) and this command line's settings.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import warnings
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Dict, List, Optional
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from isegm.engine.experiment import family_tree, find_experiment, init_experiment  # noqa: E402
+from isegm.engine.experiment import family_tree, find_experiment, init_experiment, load_model_file  # noqa: E402
 from isegm.utils import distributed as dist_utils  # noqa: E402
 from isegm.utils.config import load_config  # noqa: E402
 
@@ -48,6 +46,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--random-split", action="store_true", help="accepted for compatibility; no effect here")
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's number of epochs")
     p.add_argument("--epoch-len", type=int, default=None, help="override the recipe's samples per epoch")
+    p.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (GPUs, and CPUs with AMX / AVX512-BF16)")
     p.add_argument("--grad-accumulation", type=int, default=1, help="micro batches per optimizer step")
     p.add_argument("--no-feature-reuse", dest="reuse_features", action="store_false",
@@ -64,15 +63,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     if args.grad_accumulation < 1:
         p.error("--grad-accumulation must be at least 1")
     return args
-
-
-def load_model_file(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("model_file", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not callable(getattr(module, "main", None)):
-        raise SystemExit(f"{path} has no main(cfg): a model file builds its model and calls train(...)")
-    return module
 
 
 def resume_checkpoint(exp_path: Path, prefix: str) -> Path:

@@ -198,12 +198,16 @@ def test_frozen_backbone_has_no_trainable_parameters():
 
 
 def test_model_files_select_their_variant():
-    files = sorted((REPO / "models" / "iter_mask").glob("*.py"))
-    assert {f.stem for f in files} == set(VARIANTS)
-    for path in files:
+    """One file per paper row in iter_mask/ (named by its variant, its MODEL_NAME the authors'),
+    the quickstart's tiny model, and fine-tuning files naming a known variant."""
+    rows = sorted((REPO / "models" / "iter_mask").glob("*.py")) + [REPO / "models" / "quickstart" / "tiny.py"]
+    assert {f.stem for f in rows} == set(VARIANTS)
+    for path in rows:
         script = _load_script(path)
-        assert script.VARIANT == path.stem
+        assert script.VARIANT == path.stem and callable(script.main)
         assert variant_config(script.MODEL_NAME) == variant_config(script.VARIANT), path.name
+    for path in sorted((REPO / "models").glob("*/*.py")):
+        assert _load_script(path).VARIANT in VARIANTS, path
     model = _load_script(REPO / "models" / "iter_mask" / "skipclick_depth2.py").init_model({})
     assert len(model.backbone_mix.blocks) == 2
 

@@ -7,13 +7,25 @@ the model file and ``config.json`` (every setting of the run).
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from datetime import datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Dict, List, Optional
 
 from ..utils import distributed as dist_utils
+
+
+def load_model_file(path: Path) -> ModuleType:
+    """Import a model file (``models/<family>/<name>.py``); it must define ``main(cfg)``."""
+    spec = importlib.util.spec_from_file_location("model_file", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, "main", None)):
+        raise SystemExit(f"{path} has no main(cfg): a model file builds its model and calls train(...)")
+    return module
 
 
 def family_tree(model_path: Path, model_name: Optional[str] = None) -> List[str]:

@@ -54,11 +54,22 @@ class Recipe:
     lr_gamma: float = 0.1
     checkpoint_interval: Tuple[Tuple[int, int], ...] = ((0, 20), (50, 1))
     image_dump_interval: int = 300
-    num_scenes: int = 20000   # winter: distinct generated training scenes
+    num_scenes: int = 20000                   # winter: distinct generated training scenes
+    scene_size: Tuple[int, int] = (224, 224)  # winter: rendered size, before augmentation
+    kinds: Tuple[str, ...] = ()               # winter: target kinds (empty: every target kind)
+    framing: str = "wide"                     # winter: wide slope scenes or athlete close-ups
 
 
 COCOLVIS = Recipe()
 SBD = replace(COCOLVIS, dataset="sbd")
+# The quickstart: close-ups of generated skiers and snowboarders at the evaluation's scale (224 px
+# scenes seen at about 112 px), a small model trained from scratch, minutes on 2 CPU cores. With
+# gamma 0 the normalized focal loss is a class-balanced cross-entropy, which learned a little
+# faster from scratch here (mIoU after 19 clicks 0.606 against 0.596 after 2 epochs).
+WINTER = Recipe(dataset="winter", kinds=("skier", "snowboarder"), framing="close", crop_size=(112, 112),
+                scale_range=(0.45, 0.65), nfl_gamma=0.0,
+                batch_size=8, epochs=7, epoch_len=512, min_object_area=40, lr=5e-4, milestones=(5,),
+                checkpoint_interval=((0, 1),), image_dump_interval=64)
 
 
 def points_sampler(recipe: Recipe) -> MultiPointSampler:
@@ -95,9 +106,10 @@ def build_datasets(recipe: Recipe, cfg: Dict[str, Any], seed: int = 0) -> Tuple[
         val = None
     elif recipe.dataset == "winter":
         from ..data.datasets.synthetic import WinterSportsDataset
-        train = WinterSportsDataset(num_scenes=recipe.num_scenes, size=recipe.crop_size, augmentation=train_aug,
+        kinds = {"kinds": recipe.kinds} if recipe.kinds else {}
+        train = WinterSportsDataset(num_scenes=recipe.num_scenes, size=recipe.scene_size, augmentation=train_aug,
                                     epoch_len=recipe.epoch_len, keep_background_prob=recipe.keep_background_prob,
-                                    **common)
+                                    framing=recipe.framing, **kinds, **common)
         val = None
     else:
         raise ValueError(f"unknown recipe dataset {recipe.dataset!r}; known: cocolvis, sbd, coco, winter")
@@ -115,7 +127,7 @@ def _path(cfg: Dict[str, Any], key: str) -> Path:
 def train(model: nn.Module, cfg: Dict[str, Any], recipe: Recipe) -> Trainer:
     """Build datasets, loss, optimizer, schedule and trainer from ``recipe`` and the run's
     settings ``cfg`` (``train.py``'s), then train (resuming when ``cfg['resume_from']`` is set)."""
-    recipe = replace(recipe, **{k: cfg[k] for k in ("epochs", "epoch_len") if cfg.get(k)})
+    recipe = replace(recipe, **{k: cfg[k] for k in ("epochs", "epoch_len", "lr") if cfg.get(k)})
     batch_size = cfg["batch_size"] if cfg.get("batch_size", -1) > 0 else recipe.batch_size
     trainset, valset = build_datasets(recipe, cfg, seed=cfg.get("seed", 0))
     optimizer = get_optimizer(model, recipe.optimizer, {"lr": recipe.lr, "betas": recipe.betas, "eps": recipe.eps}

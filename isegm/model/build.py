@@ -28,6 +28,9 @@ VARIANTS: Dict[str, Dict] = {
     "skipclick_depth3": dict(fusion_depth=3),
     "skipclick_depth5": dict(fusion_depth=5),
     "skipclick_depth6": dict(fusion_depth=6),
+    # Not a paper row: a small model trained from scratch on generated scenes (the quickstart)
+    "tiny": dict(backbone="tinyvit_p8", tap_blocks=(1, 2, 4, 5), freeze_backbone=False, fusion_depth=2,
+                 fusion_heads=3, train_size=(112, 112), fpn_dims=(32, 64, 128, 256), head_channels=64),
 }
 
 AUTHORS_MODEL_FILES = {

@@ -34,6 +34,9 @@ def _dinov2_specs() -> Dict[str, BackboneSpec]:
 BACKBONES: Dict[str, BackboneSpec] = {
     **_dinov2_specs(),
     "dinov3_vitb16": BackboneSpec(DinoV3, {}, "dinov3_vitb16_pretrain_lvd1689m-73cec8be.pth", _DINOV3_SOURCE),
+    # A small ViT trained from scratch in minutes on a CPU (the quickstart); no release file.
+    "tinyvit_p8": BackboneSpec(DinoV2, dict(patch_size=8, embed_dim=192, depth=6, num_heads=3, num_register_tokens=0,
+                                            img_size=112), "", "no pretrained file: it is trained from scratch"),
 }
 
 
