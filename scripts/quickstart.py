@@ -45,7 +45,7 @@ METHODS = ("trained", "untrained", "grabcut", "random_walker")
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=REPO / "quickstart", help="folder for everything the run makes")
-    p.add_argument("--instances", type=int, default=48, help="held-out instances to evaluate (scene by scene)")
+    p.add_argument("--instances", type=int, default=24, help="held-out instances to evaluate (scene by scene)")
     p.add_argument("--n-clicks", type=int, default=20)
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (a shorter run)")
     p.add_argument("--epoch-len", type=int, default=None, help="override the recipe's samples per epoch")
