@@ -33,7 +33,7 @@ from isegm.inference.metrics import compute_noc_metric, noc_thresholds  # noqa: 
 from isegm.inference.predictor import get_predictor  # noqa: E402
 from isegm.model import build_skipclick, load_checkpoint  # noqa: E402
 from isegm.utils.config import load_config  # noqa: E402
-from isegm.utils.device import device_name, native_reduced_precision  # noqa: E402
+from isegm.utils.device import device_name, native_reduced_precision, select_device  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -116,11 +116,7 @@ def print_table(rows: List[Dict[str, Any]], meta: Dict[str, Any]) -> None:
 
 def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device is visible to torch")
+    device = select_device(args.device, args.threads)
     config = load_config(args.config_path)
     if args.checkpoint:
         model = load_checkpoint(args.checkpoint, device=device).eval()

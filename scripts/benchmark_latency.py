@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from isegm.model import ImageFeatures, SkipClick, build_skipclick  # noqa: E402
 from isegm.model.clicks import encode_clicks  # noqa: E402
 from isegm.model.fusion import FusionStack  # noqa: E402
-from isegm.utils.device import device_name, native_reduced_precision  # noqa: E402
+from isegm.utils.device import device_name, native_reduced_precision, select_device  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -226,11 +226,7 @@ def main(argv=None) -> List[Dict]:
     args = parse_args(argv)
     if args.clicks < 1:
         raise SystemExit("--clicks must be at least 1")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device is visible to torch")
+    device = select_device(args.device, args.threads)
     if args.checkpoint:
         from isegm.model.checkpoint import load_checkpoint
         model = load_checkpoint(args.checkpoint, device=device)

@@ -29,7 +29,7 @@ from isegm.engine.optimizer import get_optimizer  # noqa: E402
 from isegm.engine.trainer import ClickTraining  # noqa: E402
 from isegm.model import build_skipclick  # noqa: E402
 from isegm.model.losses import NormalizedFocalLossSigmoid  # noqa: E402
-from isegm.utils.device import device_name  # noqa: E402
+from isegm.utils.device import device_name, select_device  # noqa: E402
 
 MAX_CLICKS = 3
 
@@ -89,11 +89,7 @@ def time_steps(model: torch.nn.Module, data: Dict[str, torch.Tensor], reuse: boo
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device is visible to torch")
+    device = select_device(args.device, args.threads)
     torch.manual_seed(0)
     model = build_skipclick(args.variant).to(device).train()
     data = batch(args.size, args.batch_size, device)

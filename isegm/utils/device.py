@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import platform
+from typing import Optional
 
 import torch
 
@@ -22,3 +23,14 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return platform.processor() or platform.machine()
+
+
+def select_device(name: str, threads: Optional[int] = None) -> torch.device:
+    """The device a benchmark runs on (``cpu`` or ``cuda``), with ``threads`` CPU threads when
+    given; exits with a message when CUDA is asked for and absent."""
+    if threads:
+        torch.set_num_threads(threads)
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is visible to torch")
+    return device

@@ -44,6 +44,13 @@ def read_instance_map(path: Path) -> np.ndarray:
     return instances.astype(np.int32)
 
 
+
+def _layout(split: str, other: str) -> str:
+    """The SBD folder, shown in errors (both datasets read the same tree, another split list)."""
+    return (f"\nimg/\n    <name>.jpg       images\ninst/\n    <name>.mat       instance maps (MATLAB struct "
+            f"GTinst, first field: H x W ids, 0 = none)\n{(split + '.txt').ljust(21)}image names of the split, one "
+            f"per line ({other}.txt for split=\"{other}\")\n")
+
 class _PairsUnpickler(pickle.Unpickler):
     """Unpickles built-in lists, tuples, strings and ints only: a cache file never runs code."""
 
@@ -110,13 +117,7 @@ class SBDEvaluationDataset(ISDataset):
 
     name = "SBD"
     config_key = "SBD_PATH"
-    layout = """
-img/
-    <name>.jpg       images
-inst/
-    <name>.mat       instance maps (MATLAB struct GTinst, first field: H x W ids, 0 = none)
-val.txt              image names of the split, one per line (train.txt for split="train")
-"""
+    layout = _layout("val", "train")
 
     def __init__(self, root: PathLike, split: str = "val") -> None:
         super().__init__(root)
@@ -171,13 +172,7 @@ class SBDDataset(TrainingDataset):
 
     name = "SBD"
     config_key = "SBD_PATH"
-    layout = """
-img/
-    <name>.jpg       images
-inst/
-    <name>.mat       instance maps (MATLAB struct GTinst, first field: H x W ids, 0 = none)
-train.txt            image names of the split, one per line (val.txt for split="val")
-"""
+    layout = _layout("train", "val")
     # The evaluation datasets' layout check and its error, shown with this layout and key.
     check_layout = ISDataset.check_layout
     not_found = ISDataset.not_found
