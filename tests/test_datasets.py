@@ -353,7 +353,13 @@ def test_factory_names_and_classes():
                               "yt_sports", "flickr_curling_brooms", "flickr_ski_goggles", "flickr_ski_misc",
                               "flickr_slalom_obstacles", "flickr_snowboards")
     assert set(DATASET_NAMES) == {"GrabCut", "Berkeley", "DAVIS", "SBD", "COCO_MVal", "HQSeg", "SHSeg",
-                                  *(f"WSESeg_{name}" for name in WSESEG_CLASSES)}
+                                  *(f"WSESeg_{name}" for name in WSESEG_CLASSES), "WinterSports",
+                                  "WinterSportsCloseup"}
+
+
+def test_generated_sets_need_no_config():
+    wide, close = get_dataset("WinterSports", {}), get_dataset("WinterSportsCloseup", {})
+    assert len(wide) > len(close) > 100 and close.framing == "close" and set(close.kinds) == {"skier", "snowboarder"}
 
 
 def test_factory_builds_from_config(tmp_path):
