@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..model.checkpoint import load_checkpoint, save_checkpoint
+from ..model.checkpoint import save_checkpoint
 from ..utils import distributed as dist_utils
 from ..utils.vis import draw_prediction
 from .clicks import PRED_THRESHOLD, add_next_clicks
@@ -225,8 +225,9 @@ class Trainer:
             if last_micro:
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
-            total, count = total + loss.item(), count + 1
-            window.append(loss.item())
+            value = loss.item()
+            total, count = total + value, count + 1
+            window.append(value)
             step = epoch * steps + i // self.config.grad_accumulation
             if self.process.is_main and last_micro:
                 if hasattr(progress, "set_postfix"):
@@ -322,7 +323,7 @@ class Trainer:
         if "training_state" not in state:
             raise ValueError(f"{path} holds weights only (no training state); start a new run from it with "
                              "--weights instead of resuming")
-        self.model.load_state_dict(load_checkpoint(path).state_dict())
+        self.model.load_state_dict(state["state_dict"])   # the file is read once, weights and state alike
         training = state["training_state"]
         self.optimizer.load_state_dict(training["optimizer"])
         if self.scheduler is not None and "scheduler" in training:

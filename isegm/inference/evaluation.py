@@ -216,14 +216,24 @@ def _run_one_by_one(jobs: Iterator[Job], predictor: Any, kwargs: Dict[str, Any],
     return finished
 
 
+@dataclass
+class _Slot:
+    """One instance in flight: its job, its run, the predictor holding its image, and its
+    seconds so far (its sample's loading plus its share of every step it took part in)."""
+
+    job: Job
+    run: InstanceRun
+    predictor: Any
+    seconds: float
+
+
 def _run_batched(jobs: Iterator[Job], predictor: Any, batch_size: int, kwargs: Dict[str, Any],
                  on_instance: Optional[Callable[[InstanceResult], None]]) -> Dict[Tuple[int, int], InstanceResult]:
     """Up to ``batch_size`` instances in flight; each step clicks on all of them and predicts
-    with one ``get_predictions`` call. An instance's seconds are its sample's loading plus its
-    share of every step it took part in."""
+    with one ``get_predictions`` call."""
     finished = {}
     free = [predictor.spawn() for _ in range(batch_size)]
-    active: List[Tuple[Job, InstanceRun, Any, List[float]]] = []
+    active: List[_Slot] = []
     # The click simulator's distance transforms release the GIL: the instances' clicks run side by side.
     with torch.no_grad(), ThreadPoolExecutor(min(batch_size, os.cpu_count() or 1)) as pool:
         while True:
@@ -236,21 +246,22 @@ def _run_batched(jobs: Iterator[Job], predictor: Any, batch_size: int, kwargs: D
                 run = InstanceRun(sample.image, sample.gt_mask(object_id), sample_id=index, **kwargs)
                 load_start = time()
                 own.set_input_image(sample.image)
-                active.append((job, run, own, [load_seconds + time() - load_start]))
+                active.append(_Slot(job, run, own, load_seconds + time() - load_start))
             if not active:
                 return finished
             step_start = time()
-            clickers = list(pool.map(InstanceRun.click, [run for _, run, _, _ in active]))
-            probs = predictor.get_predictions([own for _, _, own, _ in active], clickers)
+            clickers = list(pool.map(InstanceRun.click, [slot.run for slot in active]))
+            probs = predictor.get_predictions([slot.predictor for slot in active], clickers)
             share = (time() - step_start) / len(active)
             still = []
-            for (job, run, own, seconds), prob in zip(active, probs):
-                seconds[0] += share
-                if not run.update(prob):
-                    still.append((job, run, own, seconds))
+            for slot, prob in zip(active, probs):
+                slot.seconds += share
+                if not slot.run.update(prob):
+                    still.append(slot)
                     continue
-                free.append(own)
-                instance = _result(job, run.clicker.clicks_list, np.array(run.ious, dtype=np.float32), seconds[0])
+                free.append(slot.predictor)
+                instance = _result(slot.job, slot.run.clicker.clicks_list, np.array(slot.run.ious, dtype=np.float32),
+                                   slot.seconds)
                 finished[instance.sample_index, instance.object_id] = instance
                 if on_instance is not None:
                     on_instance(instance)

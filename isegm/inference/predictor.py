@@ -216,16 +216,23 @@ class BasePredictor:
     def _run_network(self, predictors: Sequence["BasePredictor"], steps: Sequence[Tuple]) -> Tensor:
         """Logits ``[sum B_i, 1, h, w]`` of prepared steps whose network images share one size."""
         points = points_from_clicks([c for step in steps for c in step[3]], self.clicks_limit).to(self.device)
-        prev = torch.cat([step[2] for step in steps])
+        prev = stack_features([step[2] for step in steps])   # one instance: no copy
         if self.late_fusion:
-            features = [p._features for p in predictors]
-            last, stacked = self._stacked
-            if len(last) != len(features) or any(a is not b for a, b in zip(last, features)):
-                stacked = stack_features(features)
-                self._stacked[:] = [features, stacked]
-            return self.net.decode(stacked, points, prev)
-        out = self.net(torch.cat([torch.cat([step[1] for step in steps]), prev], dim=1), points)
+            return self.net.decode(self._stacked_features(predictors), points, prev)
+        out = self.net(torch.cat([stack_features([step[1] for step in steps]), prev], dim=1), points)
         return out["instances"] if isinstance(out, dict) else out
+
+    def _stacked_features(self, predictors: Sequence["BasePredictor"]) -> Any:
+        """The predictors' image features as one batch, stacked again only when the set of
+        instances in flight changed."""
+        features = [p._features for p in predictors]
+        if len(features) == 1:
+            return features[0]
+        last, stacked = self._stacked
+        if len(last) != len(features) or any(a is not b for a, b in zip(last, features)):
+            stacked = stack_features(features)
+            self._stacked[:] = [features, stacked]
+        return stacked
 
     def _finish(self, roi: Optional[BBox], logits: Tensor) -> Tensor:
         """Network logits of one step -> full-image probabilities ``[1, 1, H, W]``."""
