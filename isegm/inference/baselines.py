@@ -75,6 +75,13 @@ class _WorkingSizePredictor:
     _image: Optional[np.ndarray] = None
     _full_size: Tuple[int, int] = (0, 0)
 
+    def get_states(self) -> Dict[str, Any]:
+        """The state of the object being segmented (the family's ``get_states``; none here)."""
+        return {}
+
+    def set_states(self, states: Dict[str, Any]) -> None:
+        """Restore a ``get_states`` of this image (undo, or another object of the image)."""
+
     def _working_clicks(self, clicker: Clicker) -> Tuple[List[Click], List[Click], float]:
         """The clicks at full size, the same at the working size, and the working / full scale."""
         if self._image is None:
@@ -127,6 +134,14 @@ class GrabCutPredictor(_WorkingSizePredictor):
         """A new image: H x W x 3 RGB, uint8 or float in [0, 1]. Forgets the previous result."""
         self._image, self._full_size = _working_image(image, self.max_side)
         self._prev_object = None
+
+    def get_states(self) -> Dict[str, Any]:
+        """The last result, which the next click refines (replaced per call, never changed in place)."""
+        return {"prev_object": self._prev_object}
+
+    def set_states(self, states: Dict[str, Any]) -> None:
+        """Restore a ``get_states`` of this image (undo, or another object of the image)."""
+        self._prev_object = states["prev_object"]
 
     def get_prediction(self, clicker: Clicker) -> np.ndarray:
         """(H, W) float32 map: 1.0 where GrabCut labels the object, 0.0 elsewhere."""

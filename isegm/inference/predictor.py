@@ -149,6 +149,36 @@ class BasePredictor:
             self.zoom_in.reset(image.shape[:2])
         self._image_key = self._net_image = self._features = None
 
+    def precompute(self) -> None:
+        """Run the once-per-image work now (a late-fusion model's encoding of the crop the first
+        click uses), so that the first click costs only the per-click path; the annotation app
+        calls it when an image is opened. The family's forward has nothing to precompute."""
+        if self.original_image is None:
+            raise RuntimeError("call set_input_image(image) before precompute")
+        if self.late_fusion:
+            with torch.no_grad():
+                self._network_image(self.zoom_in.update([]) if self.zoom_in is not None else None)
+
+    def get_states(self) -> Dict[str, Any]:
+        """The state of the object being segmented (the family's ``get_states``): the previous
+        probability map ``[1, 1, H, W]`` and the zoom-in crop. The image and its encoding are
+        not part of it, so ``set_states`` undoes clicks or switches between the objects of one
+        image without re-encoding. The values are replaced on each click, never changed in
+        place, so the returned state stays a snapshot."""
+        return {"prev_prediction": self.prev_prediction,
+                "zoom_in": None if self.zoom_in is None else self.zoom_in.get_state()}
+
+    def set_states(self, states: Dict[str, Any]) -> None:
+        """Restore a state of ``get_states`` (of this image). ``prev_prediction`` may also be
+        any ``[1, 1, H, W]`` probability map, e.g. a saved mask to continue editing."""
+        prev = states["prev_prediction"]
+        if self.original_image is None or tuple(prev.shape) != (1, 1, *self.original_image.shape[-2:]):
+            raise ValueError(f"prev_prediction of shape {tuple(prev.shape)} does not fit the image "
+                             f"{None if self.original_image is None else tuple(self.original_image.shape[-2:])}")
+        self.prev_prediction = prev.to(self.device, torch.float32)
+        if self.zoom_in is not None and states.get("zoom_in") is not None:
+            self.zoom_in.set_state(states["zoom_in"])
+
     def spawn(self) -> "BasePredictor":
         """A predictor with this one's network and settings and a state of its own: one per
         instance when several are evaluated at once (``get_predictions``)."""

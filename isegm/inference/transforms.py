@@ -117,6 +117,14 @@ class ZoomIn:
         self.object_roi: Optional[BBox] = None
         self._prev_mask: Optional[np.ndarray] = None
 
+    def get_state(self) -> Tuple[Optional[BBox], Optional[np.ndarray]]:
+        """The crop and the previous mask it is computed from (``set_state`` restores them)."""
+        return self.object_roi, self._prev_mask
+
+    def set_state(self, state: Tuple[Optional[BBox], Optional[np.ndarray]]) -> None:
+        """Restore a ``get_state`` of the same image (undo, or another object of the image)."""
+        self.object_roi, self._prev_mask = state
+
     def update(self, clicks: Sequence[Click]) -> Optional[BBox]:
         """The crop for this call given all clicks so far, or None for the full image at full
         resolution (no zoom)."""

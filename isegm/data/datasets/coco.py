@@ -3,8 +3,8 @@ decoder of COCO segmentations (polygons, uncompressed and compressed RLE) that t
 converter shares.
 
 Polygons are filled as RITM's LVIS reader fills them (each polygon's vertices rounded to
-pixels, ``cv2.fillPoly``, polygons of one object united). RLE is decoded here, with no
-pycocotools: counts run column by column (Fortran order), the first one over background.
+pixels, ``cv2.fillPoly``, polygons of one object united). RLE is decoded by
+``isegm.utils.rle``, with no pycocotools.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
+from ...utils.rle import decode_rle
 from ..sample import TrainingSample
 from .base import DatasetError, DatasetNotFoundError, PathLike, read_image
 from .coco_lvis import pack_masks
@@ -35,48 +36,11 @@ def read_json(path: Path, what: str) -> Any:
         raise DatasetError(f"cannot read {what} {str(path)!r}: {err}") from None
 
 
-def rle_counts(counts: Union[str, bytes]) -> List[int]:
-    """The run lengths of a compressed COCO RLE string (pycocotools' ``rleFrString`` format):
-    5 bits per character (offset 48), 0x20 continues a number, 0x10 in its last character makes
-    it negative, and from the fourth run on each number is a difference to the run two before."""
-    text = counts.decode("ascii") if isinstance(counts, bytes) else counts
-    runs: List[int] = []
-    position = 0
-    while position < len(text):
-        value, shift, more = 0, 0, True
-        while more:
-            char = ord(text[position]) - 48
-            value |= (char & 0x1F) << shift
-            more = bool(char & 0x20)
-            shift += 5
-            position += 1
-            if not more and char & 0x10:
-                value |= -1 << shift
-            if more and position >= len(text):
-                raise ValueError("compressed RLE string ends inside a number")
-        if len(runs) > 2:
-            value += runs[-2]
-        runs.append(value)
-    return runs
-
-
 def decode_segmentation(segmentation: Segmentation, height: int, width: int) -> np.ndarray:
     """bool H x W mask of a COCO ``segmentation``: a list of polygons ``[x0, y0, x1, y1, ...]``
     (x = column, y = row) or an RLE dict ``{"size": [H, W], "counts": list or string}``."""
     if isinstance(segmentation, dict):
-        size, counts = segmentation.get("size"), segmentation.get("counts")
-        if size is None or counts is None:
-            raise ValueError("an RLE segmentation needs 'size' and 'counts'")
-        if [int(v) for v in size] != [height, width]:
-            raise ValueError(f"RLE size {list(size)} differs from the image's {[height, width]} (H, W)")
-        runs = rle_counts(counts) if isinstance(counts, (str, bytes)) else [int(v) for v in counts]
-        if any(run < 0 for run in runs) or sum(runs) > height * width:
-            raise ValueError(f"RLE runs do not fit a {height}x{width} image")
-        values = np.zeros(len(runs), dtype=bool)
-        values[1::2] = True   # runs alternate background, object, ...
-        flat = np.repeat(values, runs)
-        flat = np.concatenate([flat, np.zeros(height * width - flat.size, dtype=bool)])
-        return np.ascontiguousarray(flat.reshape((width, height)).T)
+        return decode_rle(segmentation, height, width)
     if not isinstance(segmentation, list):
         raise ValueError(f"segmentation must be a list of polygons or an RLE dict, got {type(segmentation).__name__}")
     mask = np.zeros((height, width), dtype=np.uint8)
