@@ -1,11 +1,13 @@
-"""Training clicks: RITM's ``MultiPointSampler``, drawing from a ``np.random.Generator``.
+"""Training clicks: RITM's ``MultiPointSampler`` and EMC-Click's ``FirstPointSampler``, drawing
+from a ``np.random.Generator``.
 
 A sample's target is one root object, or with ``merge_objects_prob`` the union of several;
 with ``use_hierarchy`` a part of it may be chosen instead, with some of its parts cut out. The
 clicks come back in the RITM layout: float32 ``[2N, 3]`` rows ``(y, x, index)`` (row, column),
 the positives first, each half padded with ``(-1, -1, -1)`` to ``N = max_num_points`` rows.
 The index is RITM's: 0 for a click placed in the object's interior by ``first_click_center``,
-100 for every other click (the model never reads it).
+100 for every other click (SkipClick never reads it; EMC-Click's base network reads only the
+clicks of index 0).
 """
 from __future__ import annotations
 
@@ -244,3 +246,18 @@ class MultiPointSampler(PointsSampler):
                 y, x = candidates[int(rng.integers(len(candidates)))]
                 points.append((int(y), int(x), index))
         return points
+
+
+class FirstPointSampler(MultiPointSampler):
+    """EMC-Click's sampler: only the first click of each target object (one, or one per merged
+    object), index 0, in the object's interior (``first_click_center``); every other row is
+    padding. The trainer adds the rest by simulation. Same arguments as ``MultiPointSampler``."""
+
+    def __init__(self, max_num_points: int, **kwargs) -> None:
+        super().__init__(max_num_points, first_click_center=True, **kwargs)
+
+    def sample(self, sample: TrainingSample, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+        mask, points = super().sample(sample, rng)
+        # the first clicks of the target regions lead the positive half, so no row moves
+        points[points[:, 2] != FIRST_CLICK_INDEX] = PADDING
+        return mask, points

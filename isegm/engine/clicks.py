@@ -5,43 +5,71 @@ Unlike the evaluation's click simulator (``isegm.inference.clicker``), the train
 random pixel of the error region's inner half (distance above half the largest), which keeps
 the clicks varied, and the distance transform is OpenCV's 5x5 approximation, as the family's
 trainer has it.
+
+Two rules choose the click's polarity: ``larger`` (RITM, SimpleClick, SkipClick) clicks into the
+larger error; ``proportional`` (EMC-Click's trainer) draws it, positive with probability
+``fn / (fn + fp)`` of the two largest error distances.
 """
 from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..data.points_sampler import click_count_probs
 from ..utils.masks import padded_distance
 
 PRED_THRESHOLD = 0.49
+POLARITIES = ("larger", "proportional")
+
+
+def draw_num_clicks(rng: np.random.Generator, max_clicks: int, gamma: Optional[float] = None) -> int:
+    """How many clicks to simulate before the trained prediction: uniform over ``0 .. max_clicks``
+    (``gamma`` None, SkipClick's trainer), or ``P(k) ∝ gamma ** k`` (EMC-Click's, gamma 0.8)."""
+    if gamma is None:
+        return int(rng.integers(0, max_clicks + 1))
+    return int(rng.choice(max_clicks + 1, p=click_count_probs(max_clicks + 1, gamma)))
 
 
 def add_next_clicks(probs: Tensor, gt: Tensor, points: Tensor, click_index: int, rng: np.random.Generator,
-                    threshold: float = PRED_THRESHOLD) -> Tensor:
+                    threshold: float = PRED_THRESHOLD, polarity: str = "larger") -> Tensor:
     """``points`` ``[B, 2N, 3]`` with one more click per sample, placed from ``probs`` ``[B, 1, H, W]``
     against ``gt`` ``[B, 1, H, W]`` (``> 0.5`` is object).
 
-    The click is positive when the largest false-negative distance exceeds the largest
-    false-positive one. It is written with index ``click_index`` (>= 1) into row
-    ``N - click_index`` (positive) or ``2N - click_index`` (negative), the last free rows of
-    each half, so clicks added in order never collide. A sample without errors gets no click.
+    ``polarity`` ``larger``: the click is positive when the largest false-negative distance
+    exceeds the largest false-positive one; ``proportional``: positive with probability
+    ``fn / (fn + fp)`` of those distances. It is written with index ``click_index`` (1 .. N-1)
+    into row ``N - click_index`` (positive) or ``2N - click_index`` (negative), the last free rows
+    of each half, so clicks added in order never collide. A sample without errors gets no click.
     """
-    if click_index < 1:
-        raise ValueError(f"click_index counts the added clicks from 1, got {click_index}")
+    num_points = points.shape[1] // 2
+    if not 1 <= click_index < num_points:
+        raise ValueError(f"click_index counts the added clicks from 1 and must stay below the {num_points} rows "
+                         f"per polarity (num_max_points), got {click_index}; simulate fewer clicks or sample "
+                         "with more points")
+    if polarity not in POLARITIES:
+        raise ValueError(f"click polarity rule {polarity!r}: expected one of {', '.join(POLARITIES)}")
     probs_np = probs.detach().float().cpu().numpy()[:, 0]
     gt_np = gt.detach().cpu().numpy()[:, 0] > 0.5
-    # The distance transforms release the GIL: the samples' error regions are found side by
-    # side; the random draws stay in sample order, so the result does not depend on threads.
+    # The distance transforms release the GIL: the samples' error maps are found side by side; the
+    # random draws stay in sample order, so the result does not depend on threads.
     with ThreadPoolExecutor(min(len(probs_np), os.cpu_count() or 1)) as pool:
-        regions = list(pool.map(_error_region, probs_np, gt_np, [threshold] * len(probs_np)))
-    num_points = points.shape[1] // 2
+        errors = list(pool.map(_error_distances, probs_np, gt_np, [threshold] * len(probs_np)))
     out = points.detach().cpu().clone()
-    for b, (positive, candidates) in enumerate(regions):
+    for b, (fn_dist, fp_dist) in enumerate(errors):
+        fn_max, fp_max = fn_dist.max(), fp_dist.max()
+        if polarity == "larger":
+            positive = bool(fn_max > fp_max)
+        elif fn_max + fp_max == 0:
+            continue
+        else:
+            positive = bool(rng.random() < fn_max / (fn_max + fp_max))
+        # the inner half of the chosen error, by the larger error's distance (empty: no click)
+        candidates = np.argwhere((fn_dist if positive else fp_dist) > max(fn_max, fp_max) / 2.0)
         if len(candidates) == 0:
             continue
         y, x = candidates[rng.integers(len(candidates))]
@@ -50,12 +78,8 @@ def add_next_clicks(probs: Tensor, gt: Tensor, points: Tensor, click_index: int,
     return out.to(points.device)
 
 
-def _error_region(prob: np.ndarray, gt: np.ndarray, threshold: float) -> Tuple[bool, np.ndarray]:
-    """Whether the next click is positive, and its candidate pixels ``[M, 2]`` (y, x): the inner
-    half (by distance) of the larger error region."""
+def _error_distances(prob: np.ndarray, gt: np.ndarray, threshold: float) -> Tuple[np.ndarray, np.ndarray]:
+    """Distance maps of the false-negative and the false-positive pixels to the region boundary."""
     fn_dist = padded_distance(np.logical_and(gt, prob < threshold), mask_size=5)
     fp_dist = padded_distance(np.logical_and(~gt, prob > threshold), mask_size=5)
-    fn_max, fp_max = fn_dist.max(), fp_dist.max()
-    positive = bool(fn_max > fp_max)
-    dist = fn_dist if positive else fp_dist
-    return positive, np.argwhere(dist > max(fn_max, fp_max) / 2.0)
+    return fn_dist, fp_dist

@@ -1,10 +1,11 @@
 """Optimizers of the family's trainers: the trainable parameters only (a frozen backbone has
 ``requires_grad=False`` and stays out), optionally with layer-wise learning-rate decay over the
-fusion stack (``train.py --layerwise-decay``, SimpleClick's MAE-style rule)."""
+fusion stack (``train.py --layerwise-decay``, SimpleClick's MAE-style rule) or with learning-rate
+multipliers by parameter-name prefix (EMC-Click's backbone at 0.1x, the authors' ``LRMult``)."""
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -14,15 +15,35 @@ LAYER_DECAY = 0.75
 DECAY_WEIGHT_DECAY = 0.02
 
 
-def get_optimizer(model: nn.Module, name: str, params: Dict[str, Any], layerwise_decay: bool = False
-                  ) -> torch.optim.Optimizer:
+def get_optimizer(model: nn.Module, name: str, params: Dict[str, Any], layerwise_decay: bool = False,
+                  lr_mults: Sequence[Tuple[str, float]] = ()) -> torch.optim.Optimizer:
     """``name`` (adam, adamw, sgd) over the parameters that require gradients, ``params`` its
-    keyword arguments (``lr``, ``betas``, ...)."""
+    keyword arguments (``lr``, ``betas``, ...). ``lr_mults``: see ``lr_mult_groups``."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
-    groups = layer_decay_groups(model, params["lr"]) if layerwise_decay else \
-        [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    if layerwise_decay and lr_mults:
+        raise ValueError("layer-wise decay and learning-rate multipliers (the recipe's lr_mults) do not combine; "
+                         "drop --layerwise-decay or the recipe's lr_mults")
+    if layerwise_decay:
+        groups = layer_decay_groups(model, params["lr"])
+    elif lr_mults:
+        groups = lr_mult_groups(model, params["lr"], lr_mults)
+    else:
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
     return OPTIMIZERS[name](groups, **params)
+
+
+def lr_mult_groups(model: nn.Module, lr: float, lr_mults: Sequence[Tuple[str, float]]) -> List[Dict[str, Any]]:
+    """One group per multiplier, with ``lr * multiplier``: ``lr_mults`` is ``(name prefix,
+    multiplier)`` pairs, the longest matching prefix deciding; other parameters get 1. The
+    full-rate group comes first (it is the one the trainer logs)."""
+    by_mult: Dict[float, List[nn.Parameter]] = {1.0: []}
+    ordered = sorted(lr_mults, key=lambda rule: len(rule[0]), reverse=True)
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            mult = next((float(m) for prefix, m in ordered if name.startswith(prefix)), 1.0)
+            by_mult.setdefault(mult, []).append(param)
+    return [{"params": ps, "lr": lr * mult} for mult, ps in by_mult.items() if ps]
 
 
 def _layer_id(name: str, num_layers: int) -> int:

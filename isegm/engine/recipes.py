@@ -4,6 +4,13 @@
 sampled clicks and 3 simulated ones, normalized focal loss, Adam 5e-5 for 55 epochs of 30,000
 samples, learning rate x0.1 at epochs 50 and 55, batch 32. A model file picks a recipe (or
 ``dataclasses.replace``s a few fields) and calls ``train(model, cfg, recipe)``.
+
+``EMC_HRNET`` / ``EMC_SEGFORMER`` are EMC-Click's (Du et al., CVPR 2023; the authors'
+``models/emcclick/*.py`` and ``trainval_scripts/*.sh`` at github.com/feiaxyt/EMC-Click e660ad0):
+COCO+LVIS, 320x480 crops, first click only from the sampler and up to 23 simulated ones (fewer
+more likely), three loss terms, Adam 1e-3 with the backbone at 0.1x, 230 epochs of 30,000 samples,
+x0.1 at epochs 200 and 220, batch 64 (their training scripts' ``--batch-size``; the model scripts
+default to 32).
 """
 from __future__ import annotations
 
@@ -14,9 +21,9 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from ..data.points_sampler import MultiPointSampler
+from ..data.points_sampler import FirstPointSampler, MultiPointSampler
 from ..data.transforms import training_augmentation, validation_augmentation
-from ..model.losses import NormalizedFocalLossSigmoid
+from ..model.losses import MultiTermLoss, NormalizedFocalLossSigmoid, SigmoidBinaryCrossEntropyLoss
 from .optimizer import get_optimizer
 from .trainer import Trainer, TrainerConfig
 
@@ -26,7 +33,14 @@ class Recipe:
     """Everything a training run takes from its model file. ``dataset``: ``cocolvis``
     (config key ``LVIS_v1_PATH``), ``sbd`` (``SBD_PATH``), ``coco`` (any COCO-format set:
     ``COCO_IMAGES_PATH`` and ``COCO_ANNOTATIONS``) or ``winter`` (generated winter-sports scenes,
-    no download)."""
+    no download).
+
+    ``points_sampler``: ``multi`` (RITM's clicks) or ``first`` (EMC-Click's: the first click
+    only). ``next_clicks_gamma`` / ``click_polarity``: see ``TrainerConfig``. ``loss_terms``:
+    empty for one normalized focal loss on the step's logits, else ``(name, output, criterion,
+    weight)`` with criterion ``nfl`` (alpha ``nfl_alpha``, gamma ``nfl_gamma``) or ``bce``.
+    ``lr_mults``: ``(parameter-name prefix, multiplier)``, the longest prefix deciding.
+    """
 
     dataset: str = "cocolvis"
     crop_size: Tuple[int, int] = (448, 448)
@@ -44,6 +58,10 @@ class Recipe:
     max_num_merged_objects: int = 2
     scale_range: Tuple[float, float] = (0.75, 1.40)
     max_num_next_clicks: int = 3
+    points_sampler: str = "multi"
+    next_clicks_gamma: Optional[float] = None
+    click_polarity: str = "larger"
+    loss_terms: Tuple[Tuple[str, str, str, float], ...] = ()
     nfl_alpha: float = 0.5
     nfl_gamma: float = 2.0
     optimizer: str = "adam"
@@ -52,6 +70,7 @@ class Recipe:
     eps: float = 1e-8
     milestones: Tuple[int, ...] = (50, 55)
     lr_gamma: float = 0.1
+    lr_mults: Tuple[Tuple[str, float], ...] = ()
     checkpoint_interval: Tuple[Tuple[int, int], ...] = ((0, 20), (50, 1))
     image_dump_interval: int = 300
     num_scenes: int = 20000                   # winter: distinct generated training scenes
@@ -72,10 +91,53 @@ WINTER = Recipe(dataset="winter", kinds=("skier", "snowboarder"), framing="close
                 checkpoint_interval=((0, 1),), image_dump_interval=64)
 
 
+# EMC-Click (see the module docstring). HRNet: every HRNet / OCR weight at 0.1x except the OCR
+# context layers (the authors' LRMult on feature_extractor, then 1.0 on conv3x3_ocr and
+# ocr_distri_head; ocr_gather_head has no weights), so aux_head and cls_head train at 0.1x too.
+# The click encoder (maps_transform) and the correction network (refiner) train at 1x.
+EMC_HRNET_LR_MULTS = (("feature_extractor.", 0.1), ("feature_extractor.conv3x3_ocr.", 1.0),
+                      ("feature_extractor.ocr_distri_head.", 1.0))
+# SegFormer: the MiT encoder (click embedding included) at 0.1x; the decoder and refiner at 1x.
+EMC_SEGFORMER_LR_MULTS = (("feature_extractor.backbone.", 0.1),)
+# The authors' instance_loss (NFL on the base network's upsampled logits), instance_aux_loss
+# (0.4 x BCE on HRNet-OCR's upsampled soft-region logits) and instance_refine_loss (their WFNL
+# without pixel weights, which is the NFL, on the refined output).
+EMC_LOSS_TERMS = (("coarse", "coarse", "nfl", 1.0), ("aux", "aux", "bce", 0.4), ("refined", "instances", "nfl", 1.0))
+EMC_HRNET = replace(
+    COCOLVIS, crop_size=(320, 480), batch_size=64, epochs=230, milestones=(200, 220), lr=1e-3,
+    keep_background_prob=0.0, stuff_prob=0.2, points_sampler="first", max_num_next_clicks=23,
+    next_clicks_gamma=0.8, click_polarity="proportional", loss_terms=EMC_LOSS_TERMS, lr_mults=EMC_HRNET_LR_MULTS,
+    checkpoint_interval=((0, 5), (200, 1)), image_dump_interval=3000)
+EMC_HR32 = replace(EMC_HRNET, lr=8e-4)                      # hrnet32_att_cclvis.py
+EMC_SEGFORMER = replace(EMC_HRNET, loss_terms=EMC_LOSS_TERMS[::2], lr_mults=EMC_SEGFORMER_LR_MULTS)   # no aux head
+EMC_SEGB3 = replace(EMC_SEGFORMER, lr=2e-3)                # segformerB3_att_cclvis.py
+# EMC-Click on the generated winter scenes (models/emcclick/tiny.py): the quickstart's close-ups
+# and scale, EMC-Click's clicks and losses, up to 7 simulated clicks.
+EMC_WINTER = replace(WINTER, points_sampler="first", max_num_next_clicks=7, next_clicks_gamma=0.8,
+                     click_polarity="proportional", loss_terms=EMC_LOSS_TERMS, nfl_gamma=2.0, lr=1e-3)
+
+SAMPLERS = {"multi": MultiPointSampler, "first": FirstPointSampler}
+CRITERIA = ("nfl", "bce")
+
+
 def points_sampler(recipe: Recipe) -> MultiPointSampler:
-    return MultiPointSampler(recipe.num_max_points, prob_gamma=recipe.prob_gamma,
-                             merge_objects_prob=recipe.merge_objects_prob,
-                             max_num_merged_objects=recipe.max_num_merged_objects)
+    if recipe.points_sampler not in SAMPLERS:
+        raise ValueError(f"recipe points_sampler {recipe.points_sampler!r}: expected one of {', '.join(SAMPLERS)}")
+    return SAMPLERS[recipe.points_sampler](recipe.num_max_points, prob_gamma=recipe.prob_gamma,
+                                           merge_objects_prob=recipe.merge_objects_prob,
+                                           max_num_merged_objects=recipe.max_num_merged_objects)
+
+
+def build_loss(recipe: Recipe) -> nn.Module:
+    """The recipe's loss: one normalized focal loss, or a ``MultiTermLoss`` of ``loss_terms``."""
+    if not recipe.loss_terms:
+        return NormalizedFocalLossSigmoid(alpha=recipe.nfl_alpha, gamma=recipe.nfl_gamma)
+    unknown = [criterion for _, _, criterion, _ in recipe.loss_terms if criterion not in CRITERIA]
+    if unknown:
+        raise ValueError(f"recipe loss_terms name the criteria {unknown}; known: {', '.join(CRITERIA)}")
+    return MultiTermLoss([(name, output, NormalizedFocalLossSigmoid(alpha=recipe.nfl_alpha, gamma=recipe.nfl_gamma)
+                           if criterion == "nfl" else SigmoidBinaryCrossEntropyLoss(), weight)
+                          for name, output, criterion, weight in recipe.loss_terms])
 
 
 def build_datasets(recipe: Recipe, cfg: Dict[str, Any], seed: int = 0) -> Tuple[Any, Optional[Any]]:
@@ -132,17 +194,17 @@ def train(model: nn.Module, cfg: Dict[str, Any], recipe: Recipe) -> Trainer:
     trainset, valset = build_datasets(recipe, cfg, seed=cfg.get("seed", 0))
     optimizer = get_optimizer(model, recipe.optimizer, {"lr": recipe.lr, "betas": recipe.betas, "eps": recipe.eps}
                               if recipe.optimizer != "sgd" else {"lr": recipe.lr},
-                              layerwise_decay=cfg.get("layerwise_decay", False))
+                              layerwise_decay=cfg.get("layerwise_decay", False), lr_mults=recipe.lr_mults)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(recipe.milestones),
                                                      gamma=recipe.lr_gamma)
     config = TrainerConfig(exp_path=Path(cfg["EXP_PATH"]), epochs=recipe.epochs, batch_size=batch_size,
-                           max_num_next_clicks=recipe.max_num_next_clicks, workers=cfg.get("workers", 4),
+                           max_num_next_clicks=recipe.max_num_next_clicks, next_clicks_gamma=recipe.next_clicks_gamma,
+                           click_polarity=recipe.click_polarity, workers=cfg.get("workers", 4),
                            seed=cfg.get("seed", 0), reuse_features=cfg.get("reuse_features", True),
                            bf16=cfg.get("bf16", False), grad_accumulation=cfg.get("grad_accumulation", 1),
                            checkpoint_interval=recipe.checkpoint_interval,
                            image_dump_interval=recipe.image_dump_interval, device=cfg.get("device", "cpu"))
-    loss = NormalizedFocalLossSigmoid(alpha=recipe.nfl_alpha, gamma=recipe.nfl_gamma)
-    trainer = Trainer(model, config, trainset, loss, optimizer, scheduler, valset)
+    trainer = Trainer(model, config, trainset, build_loss(recipe), optimizer, scheduler, valset)
     if cfg.get("resume_from"):
         trainer.resume(Path(cfg["resume_from"]))
     elif cfg.get("start_epoch", 0) > 0:

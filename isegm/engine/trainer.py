@@ -1,11 +1,12 @@
-"""Iterative training of late-fusion click models (RITM's scheme, SkipClick's recipe).
+"""Iterative training of click models (RITM's scheme; SkipClick's and EMC-Click's recipes).
 
-Per batch: encode the images once; make 0 to ``max_num_next_clicks`` extra simulated clicks
-without gradients, each from the previous prediction (fed back as the previous mask); then
-predict with gradients and take the loss. The backbone's output does not depend on the clicks,
-so it is computed once per batch and reused across the click iterations (the authors' trainer
-re-runs the whole network, backbone included, for every iteration; ``reuse_features=False``
-does that too, for comparison).
+Per batch: draw how many clicks to simulate (0 to ``max_num_next_clicks``); the model family's
+click-training step (``isegm.engine.steps``, chosen by the model's class) makes them without
+gradients, each from the previous prediction, then predicts with gradients; the loss takes the
+step's outputs. For SkipClick the image encoding does not depend on the clicks, so it is computed
+once per batch and reused across the click iterations (the authors' trainer re-runs the whole
+network, backbone included, for every iteration; ``reuse_features=False`` does that too, for
+comparison). A loss with several terms (``MultiTermLoss``) is logged term by term.
 
 Reproducible: data draws are keyed by (seed, epoch, index) and click draws by (seed, epoch,
 step, rank), so a resumed run (``Trainer.resume``) gives the weights of an uninterrupted one.
@@ -32,7 +33,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..model.checkpoint import save_checkpoint
 from ..utils import distributed as dist_utils
 from ..utils.vis import draw_prediction
-from .clicks import PRED_THRESHOLD, add_next_clicks
+from .clicks import PRED_THRESHOLD, draw_num_clicks
+from .steps import ClickTraining, click_step_for
+
+__all__ = ["ClickTraining", "ScalarLog", "Trainer", "TrainerConfig"]   # ClickTraining lives in .steps
 
 # Validation's click draws use this in place of the epoch, apart from every training stream.
 VALIDATION_STREAM = 2 ** 31 - 1
@@ -45,12 +49,17 @@ class TrainerConfig:
     ``batch_size`` is the global batch (split over processes); ``grad_accumulation`` micro
     batches make one optimizer step. ``checkpoint_interval``: ``[(from_epoch, every_n)]``, the
     family's schedule; ``last_checkpoint.pth`` is written after every epoch.
+    ``next_clicks_gamma``: None draws the number of simulated clicks uniformly from
+    ``0 .. max_num_next_clicks`` (SkipClick), a value ``P(k) ∝ gamma ** k`` (EMC-Click, 0.8).
+    ``click_polarity``: the simulated clicks' rule (``add_next_clicks``).
     """
 
     exp_path: Path
     epochs: int
     batch_size: int
     max_num_next_clicks: int = 3
+    next_clicks_gamma: Optional[float] = None
+    click_polarity: str = "larger"
     workers: int = 4
     seed: int = 0
     reuse_features: bool = True
@@ -72,37 +81,6 @@ class TrainerConfig:
     @property
     def vis_path(self) -> Path:
         return Path(self.exp_path) / "vis"
-
-
-class ClickTraining(nn.Module):
-    """One training forward: encode once, simulated clicks without gradients, then the trained
-    prediction. A module so that DistributedDataParallel sees the whole step as its forward."""
-
-    def __init__(self, model: nn.Module, max_num_next_clicks: int, reuse_features: bool = True) -> None:
-        super().__init__()
-        self.model = model
-        self.max_num_next_clicks = max_num_next_clicks
-        self.reuse_features = reuse_features
-
-    def forward(self, images: Tensor, points: Tensor, gt: Tensor, num_clicks: int,
-                rng: np.random.Generator) -> Tuple[Tensor, Tensor]:
-        """Logits ``[B, 1, H, W]`` after ``num_clicks`` extra clicks, and the points used."""
-        model = self.model
-        prev = images.new_zeros(images.shape[0], 1, *images.shape[-2:])
-        features = model.encode_image(images) if self.reuse_features else None
-        if num_clicks:
-            was_training = model.training
-            model.eval()   # the simulated user sees the model as it predicts (no dropout)
-            with torch.no_grad():
-                for click_index in range(1, num_clicks + 1):
-                    logits = model.decode(features, points, prev) if features is not None else \
-                        model(torch.cat([images, prev], 1), points)["instances"]
-                    prev = torch.sigmoid(logits.float())
-                    points = add_next_clicks(prev, gt, points, click_index, rng)
-            model.train(was_training)
-        if features is None:
-            return model(torch.cat([images, prev], 1), points)["instances"], points
-        return model.decode(features, points, prev), points
 
 
 class ScalarLog:
@@ -132,9 +110,14 @@ class ScalarLog:
 
 
 class Trainer:
-    """Trains ``model`` on ``trainset`` (a ``TrainingDataset``) with ``loss`` (per-sample losses
-    ``[B]``), ``optimizer`` and an epoch-wise ``scheduler``; ``valset`` is evaluated after each
-    epoch when given (loss and IoU of the final prediction)."""
+    """Trains ``model`` on ``trainset`` (a ``TrainingDataset``) with ``loss``, ``optimizer`` and an
+    epoch-wise ``scheduler``; ``valset`` is evaluated after each epoch when given (loss and IoU of
+    the final prediction).
+
+    ``loss``: per-sample losses ``[B]`` of the step's logits, or, for a step with named outputs,
+    a ``MultiTermLoss`` (per-sample total and terms). Under DDP on GPUs, BatchNorm layers become
+    SyncBatchNorm (as the RITM family's trainers do; SkipClick has none).
+    """
 
     def __init__(self, model: nn.Module, config: TrainerConfig, trainset: Any, loss: nn.Module,
                  optimizer: torch.optim.Optimizer, scheduler: Optional[Any] = None,
@@ -145,8 +128,11 @@ class Trainer:
             raise ValueError(f"batch size {config.batch_size} must be a multiple of processes x accumulation "
                              f"steps ({self.process.world_size} x {config.grad_accumulation})")
         self.device = torch.device(config.device)
+        if self.process.world_size > 1 and self.device.type == "cuda":
+            # the same parameter objects, so an optimizer built beforehand still holds them
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(self.device)
-        self.step_module: nn.Module = ClickTraining(self.model, config.max_num_next_clicks, config.reuse_features)
+        self.step_module: nn.Module = click_step_for(self.model, config)
         if self.process.world_size > 1:
             # Unused parameters exist by design (e.g. the head's up-convs with upsample x1).
             self.step_module = nn.parallel.DistributedDataParallel(
@@ -190,13 +176,18 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.config.bf16 \
             else contextlib.nullcontext()
 
-    def _forward(self, batch: Dict[str, Tensor], rng: np.random.Generator) -> Tuple[Tensor, Tensor, Tensor]:
-        """Per-sample losses, logits and points of one micro batch."""
+    def _forward(self, batch: Dict[str, Tensor], rng: np.random.Generator
+                 ) -> Tuple[Tensor, Dict[str, Tensor], Tensor, Tensor]:
+        """Per-sample losses, the loss terms (per sample; empty for a one-term loss), the final
+        logits and the points of one micro batch."""
         images, points, gt = (batch[k].to(self.device, non_blocking=True) for k in ("images", "points", "instances"))
-        num_clicks = int(rng.integers(0, self.config.max_num_next_clicks + 1))
+        num_clicks = draw_num_clicks(rng, self.config.max_num_next_clicks, self.config.next_clicks_gamma)
         with self._autocast():
-            logits, points = self.step_module(images, points, gt, num_clicks, rng)
-        return self.loss(logits.float(), gt), logits, points
+            outputs, points = self.step_module(images, points, gt, num_clicks, rng)
+        if isinstance(outputs, Tensor):
+            return self.loss(outputs.float(), gt), {}, outputs, points
+        losses, terms = self.loss(outputs, gt)
+        return losses, terms, outputs["instances"], points
 
     def train_epoch(self, epoch: int) -> float:
         """One pass over the training loader; returns the mean loss (this process's batches)."""
@@ -206,7 +197,7 @@ class Trainer:
         self.model.train()
         steps = len(loader) // self.config.grad_accumulation
         progress = _progress(loader, f"epoch {epoch}", self.process.is_main)
-        total, count, window, start = 0.0, 0, [], time.time()
+        total, count, window, term_windows, start = 0.0, 0, [], {}, time.time()
         self.optimizer.zero_grad(set_to_none=True)
         for i, batch in enumerate(progress):
             if i >= steps * self.config.grad_accumulation:
@@ -216,7 +207,7 @@ class Trainer:
             sync = contextlib.nullcontext() if last_micro or self.process.world_size == 1 \
                 else self.step_module.no_sync()
             with sync:
-                losses, logits, points = self._forward(batch, rng)
+                losses, terms, logits, points = self._forward(batch, rng)
                 loss = losses.mean()
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"epoch {epoch}, batch {i}: the loss is {loss.item()}; lower the "
@@ -225,24 +216,29 @@ class Trainer:
             if last_micro:
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
-            value = loss.item()
+            # one device sync for the loss and its terms
+            value, *term_values = torch.stack([loss.detach(), *(t.detach().mean() for t in terms.values())]).tolist()
             total, count = total + value, count + 1
             window.append(value)
+            for name, term_value in zip(terms, term_values):
+                term_windows.setdefault(name, []).append(term_value)
             step = epoch * steps + i // self.config.grad_accumulation
             if self.process.is_main and last_micro:
                 if hasattr(progress, "set_postfix"):
                     progress.set_postfix(loss=f"{total / count:.4f}")
                 if len(window) >= self.config.log_interval * self.config.grad_accumulation:
-                    self._log_train(window, step, start)
-                    window, start = [], time.time()
+                    self._log_train(window, term_windows, step, start)
+                    window, term_windows, start = [], {}, time.time()
                 if self.config.image_dump_interval > 0 and step % self.config.image_dump_interval == 0:
                     self._dump_images(batch, logits, points, step)
         if self.process.is_main and window:
-            self._log_train(window, epoch * steps + steps - 1, start)
+            self._log_train(window, term_windows, epoch * steps + steps - 1, start)
         return total / max(count, 1)
 
-    def _log_train(self, losses: List[float], step: int, start: float) -> None:
+    def _log_train(self, losses: List[float], terms: Dict[str, List[float]], step: int, start: float) -> None:
         self.log.add("Train/loss", float(np.mean(losses)), step)
+        for name, values in terms.items():
+            self.log.add(f"Train/loss_{name}", float(np.mean(values)), step)
         self.log.add("Train/learning_rate", self.optimizer.param_groups[0]["lr"], step)
         self.log.add("Train/samples_per_second",
                      len(losses) * self.micro_batch * self.process.world_size / max(time.time() - start, 1e-9), step)
@@ -260,7 +256,7 @@ class Trainer:
         sums = torch.zeros(3, dtype=torch.float64)
         for i, batch in enumerate(loader):
             rng = np.random.default_rng([self.config.seed, VALIDATION_STREAM, i, self.process.rank])
-            losses, logits, _ = self._forward(batch, rng)
+            losses, _, logits, _ = self._forward(batch, rng)
             gt = batch["instances"].to(self.device)
             pred, valid = torch.sigmoid(logits.float()) > PRED_THRESHOLD, gt != -1
             obj = gt > 0.5

@@ -168,14 +168,20 @@ class EMCClick(nn.Module):
         """The base network, once per interaction: ``image`` ``[B, 3, H, W]`` in [0, 1] (H, W
         multiples of 4) and ``points`` ``[B, 2N, 3]``, of which only the first click (index 0)
         is used, as its positive disk."""
+        image, out = self.run_base(image, points)
+        coarse = out["instances_lr"]
+        return EMCState(image, out["feature"], coarse, coarse)
+
+    def run_base(self, image: Tensor, points: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """``encode``'s computation: the normalised image and every output of the base network
+        (``instances_lr``, ``feature``, and for HRNet ``instances_aux``, the OCR soft-region
+        logits that training supervises), all at 1/4 resolution."""
         self._check(image, points)
         image = self.normalize(image)
         disk = click_maps(first_click_points(points), image.shape[-2:], self.config.norm_radius)[0][:, :1]
         if self.maps_transform is not None:
             disk = self.maps_transform(disk)
-        out = self.feature_extractor(image, disk)
-        coarse = out["instances_lr"]
-        return EMCState(image, out["feature"], coarse, coarse)
+        return image, self.feature_extractor(image, disk)
 
     def correct(self, state: EMCState, points: Tensor,
                 templates: Optional[Tuple[Tensor, Tensor]] = None) -> CorrectionOutput:

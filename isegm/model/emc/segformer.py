@@ -10,6 +10,10 @@ Module and parameter names follow EMC-Click's ``feature_extractor`` subtree (``b
 EMC-Click's change to MiT: the first-click disk is embedded like the image (7x7 stride-4
 overlapping patches + LayerNorm) and added to the stage-1 output before stage 2. The decoder's c1
 is taken before that addition, so it carries no click information.
+
+Training regularisation as the authors' (MiT's ``drop_path_rate=0.1``, the decoder's
+``dropout_ratio=0.1``): stochastic depth rising linearly from 0 over the encoder's blocks, and
+Dropout2d on the fused decoder feature. Both are identities in eval mode.
 """
 from __future__ import annotations
 
@@ -23,6 +27,10 @@ from torch import Tensor, nn
 # default 1e-5 in the patch embeddings and the spatial-reduction norm.
 BLOCK_NORM_EPS = 1e-6
 EMBED_NORM_EPS = 1e-5
+
+# Training regularisation of the released configs (MiT's stochastic depth, the decoder's Dropout2d).
+DROP_PATH_RATE = 0.1
+DECODER_DROPOUT = 0.1
 
 # The two EMC-Click releases. The decoder width is 256 for B0 and 512 (not SegFormer's 768) for B3.
 SEGFORMER_CONFIGS: Dict[str, Dict] = {
@@ -104,19 +112,31 @@ class MixFFN(nn.Module):
         return self.fc2(F.gelu(self.dwconv(self.fc1(x), h, w)))
 
 
-class Block(nn.Module):
-    """Pre-norm transformer block: efficient self-attention, then Mix-FFN, each residual."""
+def drop_path(x: Tensor, prob: float, training: bool) -> Tensor:
+    """Stochastic depth: in training, drop a residual branch ``x`` ``[B, ...]`` per sample with
+    probability ``prob`` and scale the kept ones by ``1 / (1 - prob)``; the identity otherwise."""
+    if not training or prob == 0.0:
+        return x
+    keep = 1.0 - prob
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+    return x * mask / keep
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: int, sr_ratio: int) -> None:
+
+class Block(nn.Module):
+    """Pre-norm transformer block: efficient self-attention, then Mix-FFN, each residual (each
+    branch dropped per sample with probability ``drop_path`` in training)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: int, sr_ratio: int, drop_path: float = 0.0) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=BLOCK_NORM_EPS)
         self.attn = EfficientSelfAttention(dim, num_heads, sr_ratio)
         self.norm2 = nn.LayerNorm(dim, eps=BLOCK_NORM_EPS)
         self.mlp = MixFFN(dim, dim * mlp_ratio)
+        self.drop_path = drop_path
 
     def forward(self, x: Tensor, h: int, w: int) -> Tensor:
-        x = x + self.attn(self.norm1(x), h, w)
-        return x + self.mlp(self.norm2(x), h, w)
+        x = x + drop_path(self.attn(self.norm1(x), h, w), self.drop_path, self.training)
+        return x + drop_path(self.mlp(self.norm2(x), h, w), self.drop_path, self.training)
 
 
 class MixVisionTransformer(nn.Module):
@@ -130,7 +150,8 @@ class MixVisionTransformer(nn.Module):
 
     def __init__(self, embed_dims: Sequence[int], depths: Sequence[int],
                  num_heads: Sequence[int] = (1, 2, 5, 8), mlp_ratios: Sequence[int] = (4, 4, 4, 4),
-                 sr_ratios: Sequence[int] = (8, 4, 2, 1), in_chans: int = 3, side_chans: int = 1) -> None:
+                 sr_ratios: Sequence[int] = (8, 4, 2, 1), in_chans: int = 3, side_chans: int = 1,
+                 drop_path_rate: float = DROP_PATH_RATE) -> None:
         super().__init__()
         self.num_stages = len(depths)
         for i in range(self.num_stages):
@@ -139,9 +160,13 @@ class MixVisionTransformer(nn.Module):
             setattr(self, f"patch_embed{i + 1}", OverlapPatchEmbed(dim_in, embed_dims[i], patch, stride))
         self.patch_embed_side1 = OverlapPatchEmbed(side_chans, embed_dims[0], 7, 4)
         self.norm_add = nn.LayerNorm(embed_dims[0], eps=BLOCK_NORM_EPS)
+        num_blocks = sum(depths)
+        rates = [drop_path_rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)]   # rising over all blocks
         for i in range(self.num_stages):
+            first = sum(depths[:i])
             setattr(self, f"block{i + 1}", nn.ModuleList(
-                Block(embed_dims[i], num_heads[i], mlp_ratios[i], sr_ratios[i]) for _ in range(depths[i])))
+                Block(embed_dims[i], num_heads[i], mlp_ratios[i], sr_ratios[i], rates[first + j])
+                for j in range(depths[i])))
             setattr(self, f"norm{i + 1}", nn.LayerNorm(embed_dims[i], eps=BLOCK_NORM_EPS))
 
     def embed_side(self, side: Tensor) -> Tensor:
@@ -192,15 +217,18 @@ class ConvBNReLU(nn.Module):
 
 class SegFormerHead(nn.Module):
     """All-MLP decoder: unify widths, resize to c1's grid, concatenate ``[c4, c3, c2, c1]``,
-    fuse, predict. Returns ``(logits [B, classes, h1, w1], feature [B, decoder_dim, h1, w1])``."""
+    fuse, Dropout2d (training only), predict. Returns ``(logits [B, classes, h1, w1], feature
+    [B, decoder_dim, h1, w1])``."""
 
-    def __init__(self, in_dims: Sequence[int], decoder_dim: int, num_classes: int = 1) -> None:
+    def __init__(self, in_dims: Sequence[int], decoder_dim: int, num_classes: int = 1,
+                 dropout: float = DECODER_DROPOUT) -> None:
         super().__init__()
         self.num_stages = len(in_dims)
         for i in reversed(range(self.num_stages)):  # registered c4 first, as the authors do
             setattr(self, f"linear_c{i + 1}", TokenMLP(in_dims[i], decoder_dim))
         self.linear_fuse = ConvBNReLU(self.num_stages * decoder_dim, decoder_dim)
         self.linear_pred = nn.Conv2d(decoder_dim, num_classes, 1)
+        self.dropout = dropout
 
     def forward(self, features: Sequence[Tensor]) -> Tuple[Tensor, Tensor]:
         size = features[0].shape[-2:]
@@ -210,6 +238,8 @@ class SegFormerHead(nn.Module):
             # SegFormer resizes with align_corners=False (the rest of EMC-Click uses True)
             maps.append(F.interpolate(x, size=size, mode="bilinear", align_corners=False) if i else x)
         feature = self.linear_fuse(torch.cat(maps, dim=1))
+        if self.training and self.dropout > 0:
+            feature = F.dropout2d(feature, self.dropout)
         return self.linear_pred(feature), feature
 
 
@@ -240,7 +270,8 @@ class SegFormerFeatureExtractor(nn.Module):
 
         Returns:
             ``instances_lr``: ``[B, 1, h, w]`` coarse logits (``linear_pred``).
-            ``feature``: ``[B, decoder_dim, h, w]``, the fused decoder map after BN and ReLU.
+            ``feature``: ``[B, decoder_dim, h, w]``, the fused decoder map after BN and ReLU (and
+            Dropout2d in training).
             The assembled model's ``instances`` and ``instances_aux`` are both the bilinear
             (``align_corners=True``) upsampling of ``instances_lr`` to ``H x W``; the base
             network has no separate auxiliary output.

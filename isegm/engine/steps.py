@@ -1,0 +1,75 @@
+"""Click-training steps: what one training forward is, per model family.
+
+A step is a module (so DistributedDataParallel sees the whole step as its forward), called as
+``step(images, points, gt, num_clicks, rng) -> (outputs, points)``: ``num_clicks`` simulated
+clicks without gradients, then the prediction with gradients. ``outputs`` is the logits
+``[B, 1, H, W]`` of a family with one output, or a dict of named logits whose ``'instances'`` is
+the final prediction (a ``MultiTermLoss`` reads the others). ``Step.from_config(model, config)``
+builds it from the trainer's settings.
+
+The trainer takes a model's step from ``CLICK_STEPS`` by the model's class (``click_step_for``);
+a class not listed trains with ``ClickTraining``, which needs only the RITM family's
+``model(cat([image, prev_mask], 1), points)['instances']`` (and ``encode_image`` / ``decode`` for
+feature reuse). A new family adds its step here.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Dict, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..model.emc import EMCClick
+from .clicks import add_next_clicks
+from .emc_step import EMCClickTraining
+
+if TYPE_CHECKING:
+    from .trainer import TrainerConfig
+
+
+class ClickTraining(nn.Module):
+    """The RITM / SimpleClick / SkipClick step: encode once, simulated clicks without gradients,
+    each from the previous prediction fed back as the previous mask, then the trained prediction."""
+
+    def __init__(self, model: nn.Module, max_num_next_clicks: int, reuse_features: bool = True,
+                 polarity: str = "larger") -> None:
+        super().__init__()
+        self.model = model
+        self.max_num_next_clicks = max_num_next_clicks
+        self.reuse_features = reuse_features
+        self.polarity = polarity
+
+    @classmethod
+    def from_config(cls, model: nn.Module, config: "TrainerConfig") -> "ClickTraining":
+        return cls(model, config.max_num_next_clicks, config.reuse_features, config.click_polarity)
+
+    def forward(self, images: Tensor, points: Tensor, gt: Tensor, num_clicks: int,
+                rng: np.random.Generator) -> Tuple[Tensor, Tensor]:
+        """Logits ``[B, 1, H, W]`` after ``num_clicks`` extra clicks, and the points used."""
+        model = self.model
+        prev = images.new_zeros(images.shape[0], 1, *images.shape[-2:])
+        features = model.encode_image(images) if self.reuse_features else None
+        if num_clicks:
+            was_training = model.training
+            model.eval()   # the simulated user sees the model as it predicts (no dropout)
+            with torch.no_grad():
+                for click_index in range(1, num_clicks + 1):
+                    logits = model.decode(features, points, prev) if features is not None else \
+                        model(torch.cat([images, prev], 1), points)["instances"]
+                    prev = torch.sigmoid(logits.float())
+                    points = add_next_clicks(prev, gt, points, click_index, rng, polarity=self.polarity)
+            model.train(was_training)
+        if features is None:
+            return model(torch.cat([images, prev], 1), points)["instances"], points
+        return model.decode(features, points, prev), points
+
+
+# Model class -> its step; subclasses inherit their parent's entry.
+CLICK_STEPS: Dict[type, type] = {EMCClick: EMCClickTraining}
+
+
+def click_step_for(model: nn.Module, config: "TrainerConfig") -> nn.Module:
+    """The training step of ``model``'s family (``CLICK_STEPS``; ``ClickTraining`` otherwise)."""
+    step = next((CLICK_STEPS[cls] for cls in type(model).__mro__ if cls in CLICK_STEPS), ClickTraining)
+    return step.from_config(model, config)
