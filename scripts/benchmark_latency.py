@@ -1,13 +1,18 @@
-"""Latency of SkipClick's late-fusion API: ``encode_image`` once per image, ``decode`` per click.
+"""Latency and FLOPs of a click: SkipClick (``encode_image`` once per image, ``decode`` per click)
+and EMC-Click (``encode``, its base network, on the first click; ``correct`` on every click).
 
-Also times the full forward and, for comparison on the same machine and run, the per-click
-work as the authors' ``apply_click`` does it (``authors_decode``: fusion linear recomputed
-each click, fusion-stack attention as an explicit softmax, FPN convolutions over the
+For SkipClick it also times the full forward and, for comparison on the same machine and run,
+the per-click work as the authors' ``apply_click`` does it (``authors_decode``: fusion linear
+recomputed each click, fusion-stack attention as an explicit softmax, FPN convolutions over the
 concatenated maps in NCHW, head fused at full resolution). Works with random weights
-(architecture-only timing) or a checkpoint.
+(architecture-only timing) or a checkpoint. With several ``--variant`` names (SkipClick
+variants and EMC-Click models, ``isegm.model.EMC_CONFIGS``) a last table puts first-click and
+per-click latency and FLOPs side by side.
 
     python scripts/benchmark_latency.py --variant skipclick --size 448 672 896 --device cpu \
         --dtype fp32 bf16 --clicks 30 --json benchmarks/cpu.json
+    python scripts/benchmark_latency.py --variant skipclick segb0 hr18s --size 448 --emc-size 384x512 \
+        --clicks 10 --threads 2 --no-authors
 """
 from __future__ import annotations
 
@@ -20,14 +25,15 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from isegm.model import ImageFeatures, SkipClick, build_skipclick  # noqa: E402
+from isegm.model import EMC_CONFIGS, EMCClick, ImageFeatures, SkipClick, build_emc, build_skipclick  # noqa: E402
 from isegm.model.clicks import encode_clicks  # noqa: E402
 from isegm.model.fusion import FusionStack  # noqa: E402
 from isegm.utils.device import device_name, native_reduced_precision, select_device  # noqa: E402
@@ -97,9 +103,22 @@ def stats_ms(seconds: List[float]) -> Dict[str, float]:
             "n": len(ms)}
 
 
-def click_sequence(n: int, size: int, batch: int, generator: torch.Generator) -> List[torch.Tensor]:
-    """Points tensors after each of ``n`` clicks (alternating positive / negative), RITM layout."""
-    coords = torch.randint(0, size, (batch, n, 2), generator=generator).float()
+def gflops(fn: Callable[[], object]) -> float:
+    """GFLOPs of ``fn`` as ``FlopCounterMode`` counts them (2 x MAC of convolutions, matrix
+    products and attention; elementwise ops, norms, interpolation and top-k are not counted)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
+def click_sequence(n: int, size: Union[int, Tuple[int, int]], batch: int,
+                   generator: torch.Generator) -> List[torch.Tensor]:
+    """Points tensors after each of ``n`` clicks (alternating positive / negative), RITM layout,
+    inside a ``size`` (square side or (H, W)) image."""
+    if isinstance(size, int):
+        coords = torch.randint(0, size, (batch, n, 2), generator=generator).float()
+    else:
+        coords = torch.stack([torch.randint(0, side, (batch, n), generator=generator) for side in size], -1).float()
     sequences = []
     for k in range(1, n + 1):
         npos, nneg = (k + 1) // 2, k // 2
@@ -146,12 +165,16 @@ def run_size(model: SkipClick, size: int, args: argparse.Namespace, device: torc
     with torch.inference_mode(), autocast:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        encode = []
-        for _ in range(args.warmup + args.encode_repeats):
-            encode.append(timed(lambda: model.encode_image(image), device))
-        result["encode_image"] = stats_ms(encode[args.warmup:])
-        features = model.encode_image(image)
         prev = torch.zeros(args.batch_size, 1, size, size, device=device)
+        encode, first = [], []
+        for _ in range(args.warmup + args.encode_repeats):
+            encode_s, first_s = first_click_seconds(lambda: model.encode_image(image),
+                                                    lambda features: model.decode(features, clicks[0], prev), device)
+            encode.append(encode_s)
+            first.append(first_s)
+        result["encode_image"] = stats_ms(encode[args.warmup:])
+        result["first_click"] = stats_ms(first[args.warmup:])
+        features = model.encode_image(image)
         per_click = []
         for points in clicks:
             start = time.perf_counter()
@@ -161,6 +184,9 @@ def run_size(model: SkipClick, size: int, args: argparse.Namespace, device: torc
             per_click.append(time.perf_counter() - start)
         result["decode"] = stats_ms(per_click[args.warmup:])
         result["peak_memory_mb"] = peak_memory_mb(device)
+        zeros = torch.zeros_like(prev)
+        result["gflops"] = {"first_click": gflops(lambda: model.decode(model.encode_image(image), clicks[0], zeros)),
+                            "per_click": gflops(lambda: model.decode(features, clicks[-1], prev))}
         x = torch.cat([image, prev], 1)
         last = clicks[-1]
         result["forward"] = stats_ms([timed(lambda: model(x, last), device) for _ in range(args.forward_repeats)])
@@ -175,8 +201,95 @@ def run_size(model: SkipClick, size: int, args: argparse.Namespace, device: torc
     return result
 
 
+def first_click_seconds(encode: Callable[[], object], click: Callable[[object], object],
+                        device: torch.device) -> Tuple[float, float]:
+    """Seconds of ``encode()`` (the image-only or base-network work) and of a first click,
+    ``encode()`` followed by ``click(encoded)``."""
+    synchronize(device)
+    start = time.perf_counter()
+    encoded = encode()
+    synchronize(device)
+    encoded_at = time.perf_counter()
+    click(encoded)
+    synchronize(device)
+    return encoded_at - start, time.perf_counter() - start
+
+
+def run_emc_size(model: EMCClick, size: Tuple[int, int], args: argparse.Namespace, device: torch.device) -> Dict:
+    """EMC-Click at one network input (H, W) and dtype: the base network (``encode``), a first
+    click (``encode`` + ``correct``), every later click (``correct``, the state fed back), FLOPs."""
+    gen = torch.Generator().manual_seed(size[0] * 10007 + size[1])
+    image = torch.rand(args.batch_size, 3, *size, generator=gen).to(device)
+    clicks = [p.to(device) for p in click_sequence(args.clicks + args.warmup, size, args.batch_size, gen)]
+    dtype = DTYPES[args.dtype]
+    autocast = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext())
+    result: Dict = {"size": f"{size[0]}x{size[1]}"}
+    with torch.inference_mode(), autocast:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        encode, first = [], []
+        for _ in range(args.warmup + args.encode_repeats):
+            encode_s, first_s = first_click_seconds(lambda: model.encode(image, clicks[0]),
+                                                    lambda state: model.correct(state, clicks[0]), device)
+            encode.append(encode_s)
+            first.append(first_s)
+        result["encode"] = stats_ms(encode[args.warmup:])
+        result["first_click"] = stats_ms(first[args.warmup:])
+        state = model.encode(image, clicks[0])
+        per_click = [timed(lambda: model.correct(state, points), device) for points in clicks]
+        result["correct"] = stats_ms(per_click[args.warmup:])
+        result["peak_memory_mb"] = peak_memory_mb(device)
+        result["gflops"] = {"first_click": gflops(lambda: model.correct(model.encode(image, clicks[0]), clicks[0])),
+                            "per_click": gflops(lambda: model.correct(state, clicks[-1]))}
+    if dtype != torch.float32:
+        last = clicks[-1]
+        with torch.inference_mode():
+            ref = model.correct(model.encode(image, last), last).logits
+            with autocast:
+                low = model.correct(model.encode(image, last), last).logits
+        result["mask_agreement_vs_fp32"] = ((ref > 0) == (low.float() > 0)).float().mean().item()
+    return result
+
+
+def print_emc_table(rows: List[Dict], meta: Dict) -> None:
+    """A Markdown table of one EMC-Click model's results for one dtype."""
+    print(f"\n{meta['variant']} (EMC-Click) on {meta['device_name']} ({meta['device']}, {meta['dtype']}, batch "
+          f"{meta['batch_size']}, {meta['threads']} threads, torch {meta['torch']}, {meta['weights']} weights)\n")
+    cols = ["input", "base network ms (median / p90)", "first click ms (base + correction)",
+            "correction ms per click (median / p90)", "GFLOPs first click", "GFLOPs per click", "peak MB",
+            "mask agreement vs fp32"]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        cells = [r["size"], f"{r['encode']['median_ms']:.1f} / {r['encode']['p90_ms']:.1f}",
+                 f"{r['first_click']['median_ms']:.1f}",
+                 f"{r['correct']['median_ms']:.1f} / {r['correct']['p90_ms']:.1f}",
+                 f"{r['gflops']['first_click']:.2f}", f"{r['gflops']['per_click']:.2f}", f"{r['peak_memory_mb']:.0f}",
+                 f"{r['mask_agreement_vs_fp32']:.4f}" if "mask_agreement_vs_fp32" in r else "-"]
+        print("| " + " | ".join(cells) + " |")
+
+
+def print_summary(runs: List[Dict]) -> None:
+    """Every model, input and dtype side by side: a first click (SkipClick: ``encode_image`` +
+    ``decode``; EMC-Click: base network + correction) and each later click."""
+    print("\nside by side (first click: image encoding or base network plus one click; median ms)\n")
+    cols = ["model", "family", "params (M)", "input", "dtype", "first click ms", "per click ms (median / p90)",
+            "GFLOPs first click", "GFLOPs per click"]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for run in runs:
+        meta = run["meta"]
+        for r in run.get("results", []):
+            click = r["correct"] if "correct" in r else r["decode"]
+            size = r["size"] if isinstance(r["size"], str) else f"{r['size']}x{r['size']}"
+            cells = [meta["variant"], meta["family"], f"{meta['params_m']:.1f}", size, meta["dtype"],
+                     f"{r['first_click']['median_ms']:.1f}", f"{click['median_ms']:.1f} / {click['p90_ms']:.1f}",
+                     f"{r['gflops']['first_click']:.2f}", f"{r['gflops']['per_click']:.2f}"]
+            print("| " + " | ".join(cells) + " |")
+
+
 def print_table(rows: List[Dict], meta: Dict) -> None:
-    """A Markdown table of one dtype's results."""
+    """A Markdown table of one SkipClick variant's results for one dtype."""
     print(f"\n{meta['variant']} on {meta['device_name']} ({meta['device']}, {meta['dtype']}, batch "
           f"{meta['batch_size']}, {meta['threads']} threads, torch {meta['torch']}, {meta['weights']} weights)\n")
     cols = ["size", "encode_image ms (median / p90)", "decode ms (median / p90)", "forward ms",
@@ -198,11 +311,29 @@ def print_table(rows: List[Dict], meta: Dict) -> None:
         print("| " + " | ".join(cells) + " |")
 
 
+def image_size(text: str) -> Tuple[int, int]:
+    """``HxW`` -> (H, W), both positive multiples of 4."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 and int(p) % 4 == 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HxW with positive multiples of 4, e.g. 384x512")
+    return int(parts[0]), int(parts[1])
+
+
+def build_model(name: str) -> torch.nn.Module:
+    """A randomly initialised SkipClick variant or EMC-Click model."""
+    return build_emc(name) if name in EMC_CONFIGS else build_skipclick(name)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--variant", default="skipclick", help="model variant (see isegm.model.VARIANTS)")
-    p.add_argument("--checkpoint", help="trained checkpoint to time instead of random weights")
-    p.add_argument("--size", type=int, nargs="+", default=[448], help="square input sizes (448, 672, 896)")
+    p.add_argument("--variant", nargs="+", default=["skipclick"],
+                   help="models to time: SkipClick variants (isegm.model.VARIANTS) and EMC-Click models "
+                        f"({', '.join(EMC_CONFIGS)})")
+    p.add_argument("--checkpoint", help="trained checkpoint (SkipClick or EMC-Click) to time instead of random weights")
+    p.add_argument("--size", type=int, nargs="+", default=[448], help="SkipClick's square input sizes (448, 672, 896)")
+    p.add_argument("--emc-size", type=image_size, nargs="+", default=[(384, 512)],
+                   help="EMC-Click's network inputs HxW, multiples of 4 (384x512: a 480x640 photo at the authors' "
+                        "short side 384)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--dtype", nargs="+", default=["fp32"], choices=sorted(DTYPES),
                    help="fp32, or autocast bf16 / fp16 (skipped on CPUs without hardware support: see --force)")
@@ -227,26 +358,39 @@ def main(argv=None) -> List[Dict]:
     if args.clicks < 1:
         raise SystemExit("--clicks must be at least 1")
     device = select_device(args.device, args.threads)
-    if args.checkpoint:
-        from isegm.model.checkpoint import load_checkpoint
-        model = load_checkpoint(args.checkpoint, device=device)
-    else:
-        model = build_skipclick(args.variant).eval().to(device)
     runs = []
-    for dtype in args.dtype:
-        if not (args.force or native_reduced_precision(device, DTYPES[dtype])):
-            print(f"\nskipping {dtype}: this CPU has no hardware {dtype} matrix units (AVX512-BF16 / AMX), so torch "
-                  f"runs {dtype} products as scalar code: bf16 took 14x longer per click than fp32 on such a CPU "
-                  f"(README, Speed). Use a GPU, or --force.")
-            runs.append({"meta": {"dtype": dtype, "device": args.device}, "skipped": "no hardware support on this CPU"})
-            continue
-        meta = {"variant": args.checkpoint or args.variant, "device": args.device, "dtype": dtype,
-                "batch_size": args.batch_size, "threads": torch.get_num_threads(), "torch": torch.__version__,
-                "device_name": device_name(device), "clicks": args.clicks, "weights": "checkpoint" if args.checkpoint else "random"}
-        rows = [run_size(model, size, argparse.Namespace(**{**vars(args), "dtype": dtype}), device)
-                for size in args.size]
-        print_table(rows, meta)
-        runs.append({"meta": meta, "results": rows})
+    for name in [args.checkpoint] if args.checkpoint else args.variant:
+        if args.checkpoint:
+            from isegm.model.checkpoint import load_checkpoint
+            model = load_checkpoint(args.checkpoint, device=device)
+        else:
+            model = build_model(name).eval().to(device)
+        # FlopCounterMode's module hooks fail on parameters that require grad under inference_mode
+        model.requires_grad_(False)
+        emc = isinstance(model, EMCClick)
+        for dtype in args.dtype:
+            if not (args.force or native_reduced_precision(device, DTYPES[dtype])):
+                print(f"\nskipping {dtype} for {name}: this CPU has no hardware {dtype} matrix units (AVX512-BF16 / "
+                      f"AMX), so torch runs {dtype} products as scalar code: bf16 took 14x longer per click than fp32 "
+                      f"on such a CPU (README, Speed). Use a GPU, or --force.")
+                runs.append({"meta": {"variant": name, "dtype": dtype, "device": args.device},
+                             "skipped": "no hardware support on this CPU"})
+                continue
+            meta = {"variant": name, "family": "EMC-Click" if emc else "SkipClick", "device": args.device,
+                    "dtype": dtype, "batch_size": args.batch_size, "threads": torch.get_num_threads(),
+                    "torch": torch.__version__, "device_name": device_name(device), "clicks": args.clicks,
+                    "weights": "checkpoint" if args.checkpoint else "random",
+                    "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
+            settings = argparse.Namespace(**{**vars(args), "dtype": dtype})
+            if emc:
+                rows = [run_emc_size(model, size, settings, device) for size in args.emc_size]
+                print_emc_table(rows, meta)
+            else:
+                rows = [run_size(model, size, settings, device) for size in args.size]
+                print_table(rows, meta)
+            runs.append({"meta": meta, "results": rows})
+        del model
+    print_summary(runs)
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:

@@ -39,6 +39,29 @@ def test_benchmark_smoke(bench, tmp_path, capsys):
         assert row["max_abs_logit_diff_vs_authors"] < 1e-5
 
 
+def test_emc_click_side_by_side_with_skipclick(bench, capsys):
+    """EMC-Click models time their base network, first click and later clicks; FLOPs at the
+    authors' 384x512 input are the fixtures README's (segb0: 11.29 base + 3.17 per click)."""
+    threads = torch.get_num_threads()
+    try:   # one thread: two waiting on each other on this shared machine make EMC-Click's small ops crawl
+        runs = bench.main(QUICK + ["--variant", "skipclick_depth2", "segb0", "--size", "28", "--emc-size", "384x512",
+                                   "--clicks", "1", "--warmup", "0", "--no-authors", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    table = capsys.readouterr().out
+    assert "segb0 (EMC-Click)" in table and "| 384x512 |" in table and "side by side" in table
+    assert "| skipclick_depth2 | SkipClick |" in table and "| segb0 | EMC-Click | 3.8 | 384x512 | fp32 |" in table
+    skipclick, emc = runs
+    assert [r["meta"]["family"] for r in runs] == ["SkipClick", "EMC-Click"]
+    (row,) = emc["results"]
+    assert row["size"] == "384x512" and row["encode"]["n"] == 1 and row["correct"]["n"] == 1
+    assert row["first_click"]["median_ms"] >= row["encode"]["median_ms"] > 0
+    assert abs(row["gflops"]["first_click"] - (11.29 + 3.17)) < 0.02 and abs(row["gflops"]["per_click"] - 3.17) < 0.02
+    (row,) = skipclick["results"]
+    assert row["first_click"]["median_ms"] >= row["encode_image"]["median_ms"] > 0
+    assert row["gflops"]["first_click"] > row["gflops"]["per_click"] > 0
+
+
 def test_reduced_precision_without_hardware_support_is_skipped(bench, monkeypatch, capsys):
     monkeypatch.setattr(bench, "native_reduced_precision", lambda device, dtype: dtype == bench.torch.float32)
     runs = bench.main(QUICK + ["--size", "28", "--dtype", "fp32", "bf16"])

@@ -425,3 +425,22 @@ def test_two_process_ddp(tmp_path):
     start = dict(tiny_emc().named_parameters())
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
     assert not all(torch.equal(rank0[k], start[k]) for k in rank0)
+
+
+def test_trainer_checkpoint_of_emc_loads_with_load_checkpoint(tmp_path):
+    """The trainer writes EMC-Click with ``save_checkpoint``; ``load_checkpoint`` (evaluation, app)
+    reads it back as EMC-Click with the same weights, and a wrong variant name is refused."""
+    from isegm.model import load_checkpoint, save_checkpoint
+    from isegm.model.emc import EMCClick, build_emc
+
+    torch.manual_seed(0)
+    model = build_emc("segb0")
+    path = tmp_path / "emc.pth"
+    save_checkpoint(model, path, epoch=3)
+    loaded = load_checkpoint(path)
+    assert isinstance(loaded, EMCClick) and loaded.config == model.config
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    assert load_checkpoint(path, variant="segb0").config == model.config
+    with pytest.raises(ValueError, match="not 'hr18s'"):
+        load_checkpoint(path, variant="hr18s")

@@ -23,15 +23,17 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     prog = "python -m isegm.app" if sys.argv[0].endswith("__main__.py") else None
     p = argparse.ArgumentParser(prog=prog, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                 description="Annotate a folder of images in the browser: click-based segmentation "
-                                            "with SkipClick (or a model-free baseline), masks saved as PNGs and "
-                                            "a COCO JSON.")
+                                            "with SkipClick or EMC-Click (or a model-free baseline), masks saved as "
+                                            "PNGs and a COCO JSON.")
     p.add_argument("--images", required=True, help="folder of images to annotate (its files, not sub-folders)")
     p.add_argument("--out", required=True, help="folder for the masks and annotations.json (created if needed)")
-    p.add_argument("--checkpoint", help="SkipClick checkpoint (ours or the authors'); none: a model-free baseline")
+    p.add_argument("--checkpoint", help="SkipClick checkpoint (ours or the authors') or the authors' EMC-Click file; "
+                                         "none: a model-free baseline")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES),
                    help="bf16: autocast (GPUs, and CPUs with AVX512-BF16 / AMX)")
-    p.add_argument("--size", type=int, default=448, help="model input side (the image is resized to size x size)")
+    p.add_argument("--size", type=int, help="model input: SkipClick resizes the image to size x size (default 448), "
+                                             "EMC-Click its short side to size (default 384)")
     p.add_argument("--flip", action="store_true", help="flip test-time augmentation (twice the per-click work)")
     p.add_argument("--baseline", default="grabcut", choices=sorted(BASELINES), help="the model-free predictor")
     p.add_argument("--categories", help="comma-separated category names offered per object "
@@ -58,7 +60,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.exit(f"error: {err}")
     if backend.notice:
         logging.warning("note: %s", backend.notice)
-    if backend.model_free and (args.dtype, args.size, args.flip) != ("fp32", 448, False):
+    if backend.model_free and (args.dtype, args.size, args.flip) != ("fp32", None, False):
         logging.warning("note: --dtype, --size and --flip apply to a model; the %s baseline ignores them", args.baseline)
     try:
         server = AppServer(app, args.host, args.port)

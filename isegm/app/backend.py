@@ -9,7 +9,8 @@ them; any model family with a predictor of this interface is served without app 
 (``Backend(name, make_predictor)``).
 
 The image cache keeps, per image, one predictor with that image set: for SkipClick the result
-of ``encode_image``, so that a click runs only ``decode``. It is a bounded LRU shared by all
+of ``encode_image``, so that a click runs only ``decode`` (EMC-Click's base network reads the
+first click, so it has nothing to keep before it). It is a bounded LRU shared by all
 sessions; the per-object state (previous mask) lives in the sessions and is swapped in for each
 click, under the image's lock.
 """
@@ -69,14 +70,17 @@ class Backend:
     notice: str = ""
 
 
-def model_backend(model: torch.nn.Module, device: torch.device, size: int = 448, dtype: str = "fp32",
+def model_backend(model: torch.nn.Module, device: torch.device, size: Optional[int] = None, dtype: str = "fp32",
                   flip: bool = False, name: Optional[str] = None) -> Backend:
-    """A late-fusion model (``encode_image`` / ``decode``) served through ``get_predictor``:
-    the whole (working) image resized to ``size`` x ``size`` (SkipClick's official
-    ``--suppress-zoom`` setting), the probability map fed back as the previous mask, flip TTA
-    only with ``flip`` (it doubles the per-click work)."""
+    """A model served through its evaluation predictor (``get_predictor``), on the whole
+    (working) image, flip TTA only with ``flip`` (it doubles the per-click work).
+
+    ``size``: the network input as the model family's ``fixed<size>`` eval mode reads it
+    (SkipClick: ``size`` x ``size``, its official ``--suppress-zoom`` setting; EMC-Click: the short
+    side); None: the family's ``cvpr`` size for a dataset without its own (SkipClick 448,
+    EMC-Click a short side of 384)."""
     patch = getattr(model, "patch_size", 1)
-    if size <= 0 or size % patch:
+    if size is not None and (size <= 0 or size % patch):
         nearest = max(patch, round(size / patch) * patch)
         raise ValueError(f"--size {size} is not a positive multiple of the model's patch size {patch}; "
                          f"use e.g. {nearest}")
@@ -93,11 +97,15 @@ def model_backend(model: torch.nn.Module, device: torch.device, size: int = 448,
             return contextlib.nullcontext()
         return torch.autocast(device.type, dtype=torch_dtype)
 
-    def make_predictor() -> Predictor:
-        return get_predictor(model, eval_mode=f"fixed{size}", suppress_zoom=True, with_flip=flip, device=device)
+    eval_mode = "cvpr" if size is None else f"fixed{size}"
 
+    def make_predictor() -> Predictor:
+        return get_predictor(model, eval_mode=eval_mode, suppress_zoom=True, with_flip=flip, device=device)
+
+    make_predictor()   # fail now on a size or model the family's predictor refuses
     label = name or type(model).__name__
-    return Backend(f"{label}, {size} px, {dtype}{', flip TTA' if flip else ''}, {device.type} "
+    return Backend(f"{label}, {'default size' if size is None else f'{size} px'}, {dtype}"
+                   f"{', flip TTA' if flip else ''}, {device.type} "
                    f"({device_name(device)})", make_predictor, precision=precision, notice=notice)
 
 
@@ -106,7 +114,7 @@ def baseline_backend(name: str = "grabcut") -> Backend:
     get_baseline(name)   # fail now on an unknown name or a missing optional dependency
     return Backend(f"model-free {name} baseline", lambda: get_baseline(name), model_free=True,
                    notice=f"No checkpoint given: masks come from the model-free {name} baseline, not a model. "
-                          "Restart with --checkpoint PATH to annotate with SkipClick.")
+                          "Restart with --checkpoint PATH to annotate with a model (SkipClick or EMC-Click).")
 
 
 class ImageError(ValueError):
@@ -263,12 +271,13 @@ def mask_state(entry: PreparedImage, mask: np.ndarray) -> Dict[str, Any]:
 
 
 
-def load_backend(checkpoint: Optional[str], device: torch.device, size: int = 448, dtype: str = "fp32",
+def load_backend(checkpoint: Optional[str], device: torch.device, size: Optional[int] = None, dtype: str = "fp32",
                  flip: bool = False, baseline: str = "grabcut") -> Backend:
-    """The backend of the command line: a SkipClick checkpoint (``isegm.model.load_checkpoint``:
-    ours, the authors' release, or a backbone file), or without one the model-free ``baseline``."""
+    """The backend of the command line: any checkpoint ``isegm.model.load_checkpoint`` reads
+    (SkipClick: ours, the authors' release or a backbone file; the authors' EMC-Click files), or
+    without one the model-free ``baseline``."""
     if checkpoint is None:
         return baseline_backend(baseline)
     from ..model import load_checkpoint
     model = load_checkpoint(checkpoint, device=device)
-    return model_backend(model, device, size, dtype, flip, name=f"SkipClick {Path(checkpoint).name}")
+    return model_backend(model, device, size, dtype, flip, name=f"{type(model).__name__} {Path(checkpoint).name}")

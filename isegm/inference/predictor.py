@@ -14,7 +14,8 @@ Two kinds of network are driven: late-fusion models with ``encode_image`` / ``de
 (SkipClick), whose image encoder runs once per network image (image and flipped copy in one
 batch) and is reused while the crop is unchanged, and any callable
 ``net(cat([image, prev], 1) [B, 4, h, w], points [B, 2P, 3]) -> logits [B, 1, h, w]`` (or a dict
-with ``'instances'``), the family's forward.
+with ``'instances'``), the family's forward. A model family with another protocol registers a
+factory of its own predictor for ``get_predictor`` (``register_predictor``; EMC-Click does).
 """
 from __future__ import annotations
 
@@ -110,6 +111,17 @@ def stack_features(features: Sequence[Any]) -> Any:
     return type(features[0]).cat(features)
 
 
+def image_tensor(image: np.ndarray, device: Union[str, torch.device] = "cpu") -> Tensor:
+    """H x W x 3 RGB (uint8, or float in [0, 1]) -> ``[1, 3, H, W]`` float32 in [0, 1] on ``device``
+    (uint8 / 255, as the family's ``ToTensor``)."""
+    image = check_rgb(image)
+    if image.dtype == np.uint8:
+        tensor = torch.from_numpy(image).permute(2, 0, 1).float().div(255)
+    else:
+        tensor = torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1)
+    return tensor[None].contiguous().to(device)
+
+
 class BasePredictor:
     """``set_input_image(image)`` once per image, then ``get_prediction(clicker)`` after each
     click of one instance (see the module docstring for the chain).
@@ -138,15 +150,10 @@ class BasePredictor:
 
     def set_input_image(self, image: np.ndarray) -> None:
         """A new image: H x W x 3 RGB, uint8 or float in [0, 1]. Resets the previous prediction."""
-        image = check_rgb(image)
-        if image.dtype == np.uint8:
-            tensor = torch.from_numpy(image).permute(2, 0, 1).float().div(255)
-        else:
-            tensor = torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1)
-        self.original_image = tensor[None].contiguous().to(self.device)
+        self.original_image = image_tensor(image, self.device)
         self.prev_prediction = torch.zeros_like(self.original_image[:, :1])
         if self.zoom_in is not None:
-            self.zoom_in.reset(image.shape[:2])
+            self.zoom_in.reset(tuple(self.original_image.shape[-2:]))
         self._image_key = self._net_image = self._features = None
 
     def precompute(self) -> None:
@@ -286,10 +293,31 @@ class BasePredictor:
         return self._net_image
 
 
+# factory(net, eval_mode=, dataset_name=, model_kind=, suppress_zoom=, with_flip=, clicks_limit=, device=)
+# -> a predictor (set_input_image, get_prediction, get_states / set_states, optionally precompute and
+# spawn / get_predictions): the evaluation protocol of a model family.
+PredictorFactory = Callable[..., Any]
+_FACTORIES: Dict[type, PredictorFactory] = {}
+
+
+def register_predictor(model_class: type, factory: PredictorFactory) -> None:
+    """Make ``get_predictor`` build ``factory(net, **settings)`` for instances of ``model_class``
+    (and its subclasses): a model family whose protocol is not the RITM chain of
+    ``BasePredictor`` plugs in here, and the evaluator and the app serve it unchanged."""
+    _FACTORIES[model_class] = factory
+
+
 def get_predictor(net: Network, eval_mode: str = "cvpr", dataset_name: str = "", model_kind: str = "skipclick",
                   suppress_zoom: bool = False, with_flip: bool = True, clicks_limit: Optional[int] = None,
-                  device: Union[str, torch.device] = "cpu") -> BasePredictor:
-    """The predictor ``evaluate_model.py`` builds (mode NoBRS, flip TTA on). SkipClick's official
-    setting: ``eval_mode='cvpr', suppress_zoom=True``."""
+                  device: Union[str, torch.device] = "cpu") -> Any:
+    """The predictor ``evaluate_model.py`` builds (mode NoBRS, flip TTA on): the factory
+    registered for ``net``'s class (``register_predictor``; EMC-Click's is
+    ``isegm.inference.emc_predictor``), otherwise ``BasePredictor`` with the family's ZoomIn.
+    SkipClick's official setting: ``eval_mode='cvpr', suppress_zoom=True``."""
+    settings = dict(eval_mode=eval_mode, dataset_name=dataset_name, model_kind=model_kind,
+                    suppress_zoom=suppress_zoom, with_flip=with_flip, clicks_limit=clicks_limit, device=device)
+    factory = next((_FACTORIES[cls] for cls in type(net).__mro__ if cls in _FACTORIES), None)
+    if factory is not None:
+        return factory(net, **settings)
     zoom_in = ZoomIn(**zoom_in_params(eval_mode, dataset_name, model_kind, suppress_zoom))
     return BasePredictor(net, zoom_in=zoom_in, with_flip=with_flip, clicks_limit=clicks_limit, device=device)

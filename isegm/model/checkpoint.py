@@ -1,12 +1,14 @@
-"""Loading and saving SkipClick weights.
+"""Loading and saving SkipClick weights (and loading EMC-Click's).
 
-``load_checkpoint`` reads three kinds of file and returns a ready model:
+``load_checkpoint`` reads four kinds of file and returns a ready model:
 
 * the authors' released SkipClick ``.pth`` files (``{'state_dict', 'config'}`` written by their
   ``isegm.utils.misc.save_checkpoint``); the architecture comes from the stored config,
 * official DINOv2 / DINOv3 backbone release files (a flat ViT state dict); the rest of the
   model is freshly initialised,
-* our own checkpoints, written by ``save_checkpoint`` (``format: skipclick-checkpoint/1``).
+* our own checkpoints, written by ``save_checkpoint`` (``format: skipclick-checkpoint/1``),
+* the authors' EMC-Click files (``hr18s.pth`` ... ``segb3.pth``, or ``save_emc_checkpoint``'s),
+  recognised by their stored model class and read by ``isegm.model.emc.checkpoint``.
 
 Every file goes through torch's weights-only unpickler, so loading a file never runs code from
 it. The authors' config pickles an instance of their training loss; its two globals are mapped
@@ -30,12 +32,15 @@ from torch import Tensor
 
 from .backbones import BACKBONES, BackboneSpec
 from .build import PathLike, missing_weights_message, variant_config
+from .emc import EMC_CONFIGS, EMCClick, EMCConfig, emc_from_checkpoint, is_emc_checkpoint, load_emc_state
+from .emc.checkpoint import AUTHORS_CLASSES as EMC_AUTHORS_CLASSES
 from .head import UPSAMPLE_FACTORS
 from .skipclick import IMAGENET_MEAN, IMAGENET_STD, SkipClick, SkipClickConfig
 
 FORMAT = "skipclick-checkpoint/1"
 AUTHORS_CLASS = "isegm.model.is_featurevit_model.FeatureVitModel"
 AUTHORS_WEIGHTS = "https://github.com/Schorob/skipclick#weights"
+EMC_WEIGHTS = "https://github.com/feiaxyt/EMC-Click/releases"
 _AUTHORS_LOSS_MODULE = "isegm.model.modeling.transformer_helper.cross_entropy_loss"
 _AUTHORS_GLOBALS = (f"{_AUTHORS_LOSS_MODULE}.CrossEntropyLoss", f"{_AUTHORS_LOSS_MODULE}.cross_entropy")
 # torch < 2.6 cannot allow-list a global under another name ((stand-in, "module.name") pairs)
@@ -290,48 +295,67 @@ def _describe(obj: Any) -> str:
     return f"a {type(obj).__name__}"
 
 
-def load_checkpoint(path: PathLike, device: Device = "cpu", variant: Optional[str] = None) -> SkipClick:
-    """A ready SkipClick (eval mode, on ``device``) from the authors' released ``.pth``, one of our
-    checkpoints, or an official DINOv2 / DINOv3 backbone file.
+def load_checkpoint(path: PathLike, device: Device = "cpu", variant: Optional[str] = None
+                    ) -> Union[SkipClick, EMCClick]:
+    """A ready model (eval mode, on ``device``): SkipClick from the authors' released ``.pth``, one
+    of our checkpoints or an official DINOv2 / DINOv3 backbone file; EMC-Click from the authors'
+    released files (their format, whatever the file name).
 
     ``variant``: for a backbone file, which SkipClick variant to build around it (default
     ``skipclick``, or ``skipclick_dinov3`` for DINOv3); for a full checkpoint, the variant it
-    must hold. Nothing in the file is executed: a file that needs other Python globals is refused.
+    must hold (for EMC-Click a name of ``EMC_CONFIGS``: ``hr18s``, ``hr18``, ``hr32``, ``segb0``,
+    ``segb3``). The caller tells the families apart by type (``isinstance(model, EMCClick)``);
+    ``isegm.inference.get_predictor`` picks each one's evaluation protocol. Nothing in the file is
+    executed: a file that needs other Python globals is refused.
     """
     source = os.fspath(path)
     if not os.path.isfile(source):
         raise FileNotFoundError(missing_weights_message(
-            source, "SkipClick checkpoint (the authors' released weights or one written by save_checkpoint)",
-            AUTHORS_WEIGHTS))
+            source, "SkipClick checkpoint (the authors' released weights or one written by save_checkpoint) or "
+            "EMC-Click checkpoint (the authors' format)",
+            f"{AUTHORS_WEIGHTS} (SkipClick) or {EMC_WEIGHTS} (EMC-Click)"))
     obj = _read(source)
+    if is_emc_checkpoint(obj):
+        return emc_from_checkpoint(obj, source, variant).to(device).eval()
     if isinstance(obj, Mapping) and "format" in obj:
         if obj["format"] != FORMAT:
             raise ValueError(f"{source!r} has format {obj['format']!r}; this version reads {FORMAT!r}")
+        family = obj.get("family", "SkipClick")   # files written before EMC-Click have no family
+        if family not in FAMILIES:
+            raise _unsupported(source, "family", family, f"known: {', '.join(FAMILIES)}")
         try:
-            config = SkipClickConfig(**obj["config"])
+            config = FAMILIES[family](**obj["config"])
         except (TypeError, ValueError) as err:
-            raise ValueError(f"{source!r} holds an invalid config: {err}") from None
+            raise ValueError(f"{source!r} holds an invalid {family} config: {err}") from None
+        if family == "EMCClick":
+            if variant is not None and EMC_CONFIGS.get(variant) != config:
+                raise ValueError(f"{source!r} holds EMC-Click {config}, not {variant!r}")
+            return load_emc_state(EMCClick(config), obj["state_dict"], source).to(device).eval()
         _check_variant(config, variant, source)
         model = _fill(SkipClick(config), obj["state_dict"], source)
     elif isinstance(obj, Mapping) and {"state_dict", "config"} <= set(obj):
         stored = obj["config"]
         model_class = stored.get("class") if isinstance(stored, Mapping) else None
         if model_class != AUTHORS_CLASS:
-            raise _unsupported(source, "class", model_class, f"only {AUTHORS_CLASS} (SkipClick) is implemented")
+            known = ", ".join([f"{AUTHORS_CLASS} (SkipClick)"]
+                              + [f"{name} (EMC-Click)" for name in EMC_AUTHORS_CLASSES.values()])
+            raise _unsupported(source, "class", model_class, f"known: {known}")
         config = config_from_authors(stored.get("params", {}), source)
         _check_variant(config, variant, source)
         model = _fill(SkipClick(config), obj["state_dict"], source)
     elif _is_backbone_state(obj):
         model = _from_backbone(obj, variant, source)
     else:
-        raise ValueError(f"{source!r} is neither a SkipClick checkpoint (ours or the authors') nor a DINOv2 / "
-                         f"DINOv3 backbone file; it holds {_describe(obj)}")
+        raise ValueError(f"{source!r} is neither a SkipClick checkpoint (ours or the authors'), an EMC-Click "
+                         f"checkpoint (the authors') nor a DINOv2 / DINOv3 backbone file; it holds {_describe(obj)}")
     return model.to(device).eval()
 
 
 # --- saving -----------------------------------------------------------------------------------
 
-_RESERVED = ("format", "config", "state_dict")
+_RESERVED = ("format", "family", "config", "state_dict")
+# Model classes our format stores, by the name in its ``family`` key, with their config class.
+FAMILIES = {"SkipClick": SkipClickConfig, "EMCClick": EMCConfig}
 
 
 def _check_plain(value: Any, where: str) -> None:
@@ -352,8 +376,9 @@ def _check_plain(value: Any, where: str) -> None:
                         "None, tensors and lists / dicts of them load with weights_only=True")
 
 
-def save_checkpoint(model: SkipClick, path: PathLike, **extra: Any) -> None:
-    """Write ``model`` as ``{'format': 'skipclick-checkpoint/1', 'config', 'state_dict', **extra}``.
+def save_checkpoint(model: Union[SkipClick, EMCClick], path: PathLike, **extra: Any) -> None:
+    """Write ``model`` as ``{'format': 'skipclick-checkpoint/1', 'family', 'config', 'state_dict',
+    **extra}`` (``family``: the model class, ``SkipClick`` or ``EMCClick``).
 
     ``extra`` is plain metadata (epoch, metrics, ...). The file loads with plain
     ``torch.load(weights_only=True)``. It is written to a temporary file beside ``path`` that
@@ -364,7 +389,10 @@ def save_checkpoint(model: SkipClick, path: PathLike, **extra: Any) -> None:
         raise ValueError(f"checkpoint metadata cannot use the reserved keys {clash}")
     for key, value in extra.items():
         _check_plain(value, key)
-    payload = {"format": FORMAT,
+    family = type(model).__name__
+    if family not in FAMILIES:
+        raise TypeError(f"save_checkpoint writes {', '.join(FAMILIES)} models, not {family}")
+    payload = {"format": FORMAT, "family": family,
                "config": json.loads(json.dumps(model.config.to_dict())),   # tuples -> lists: plain JSON
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                **extra}
