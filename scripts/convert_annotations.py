@@ -41,7 +41,6 @@ import os
 import pickle
 import shutil
 import sys
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from isegm.data.datasets.base import DatasetError  # noqa: E402
 from isegm.data.datasets.coco import decode_segmentation, read_json  # noqa: E402
 from isegm.data.datasets.coco_lvis import encode_masks, load_pickle  # noqa: E402
+from isegm.utils.files import atomic_write  # noqa: E402
 
 COCO_URL = "https://cocodataset.org/#download"
 LVIS_URL = "https://www.lvisdataset.org/dataset"
@@ -237,24 +237,9 @@ def convert_image(task: ImageTask, settings: Settings) -> Tuple[str, Optional[Di
         if mask.sum() > settings.min_stuff_area:
             masks.append(mask)
 
-    write_atomic(settings.masks_dir / f"{task.name}.pickle", pickle.dumps(encode_masks(masks), PICKLE_PROTOCOL))
+    atomic_write(settings.masks_dir / f"{task.name}.pickle", pickle.dumps(encode_masks(masks), PICKLE_PROTOCOL))
     place_image(task.image_path, settings.images_dir / f"{task.name}.jpg", settings.image_mode)
     return task.name, {"num_instance_masks": len(objects), "hierarchy": hierarchy}
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it: never a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)   # mkstemp's files are private; dataset files are not
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def place_image(source: Path, target: Path, mode: str) -> None:
@@ -423,7 +408,7 @@ def convert(coco_root: Path, output: Path, split: str = "train", lvis_json: Opti
             journal.flush()
             done[name] = entry
     annotation = {task.name: done[task.name] for task in tasks if done.get(task.name) is not None}
-    write_atomic(anno_path, pickle.dumps(annotation, PICKLE_PROTOCOL))
+    atomic_write(anno_path, pickle.dumps(annotation, PICKLE_PROTOCOL))
     journal_path.unlink()
     return annotation
 

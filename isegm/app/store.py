@@ -15,11 +15,8 @@ than being overwritten. Without a JSON entry, an image's existing mask PNGs are 
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import secrets
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +26,7 @@ import cv2
 import numpy as np
 
 from ..data.datasets.coco import decode_segmentation
+from ..utils.files import atomic_write
 from ..utils.rle import encode_rle
 
 JSON_NAME = "annotations.json"
@@ -49,22 +47,6 @@ class SavedObject:
     mask: np.ndarray
     category: str = DEFAULT_CATEGORY
     clicks: List[Dict[str, Any]] = field(default_factory=list)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def mask_box(mask: np.ndarray) -> List[int]:

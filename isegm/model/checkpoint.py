@@ -22,7 +22,6 @@ import json
 import os
 import pickle
 import re
-import secrets
 import warnings
 from collections import OrderedDict
 from typing import Any, ContextManager, Dict, Mapping, Optional, Tuple, Union
@@ -30,6 +29,7 @@ from typing import Any, ContextManager, Dict, Mapping, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from ..utils.files import atomic_write
 from .backbones import BACKBONES, BackboneSpec
 from .build import PathLike, missing_weights_message, variant_config
 from .emc import EMC_CONFIGS, EMCClick, EMCConfig, emc_from_checkpoint, is_emc_checkpoint, load_emc_state
@@ -396,16 +396,4 @@ def save_checkpoint(model: Union[SkipClick, EMCClick], path: PathLike, **extra: 
                "config": json.loads(json.dumps(model.config.to_dict())),   # tuples -> lists: plain JSON
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                **extra}
-    target = os.fspath(path)
-    tmp = os.path.join(os.path.dirname(os.path.abspath(target)),
-                       f".{os.path.basename(target)}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: torch.save(payload, f))
