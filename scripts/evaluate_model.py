@@ -15,13 +15,25 @@ Faster, with the same numbers: ``--batch-size 16`` clicks on 16 instances at onc
 call per click for all), and torchrun shards the images over processes (one per GPU)::
 
     torchrun --nproc-per-node=8 scripts/evaluate_model.py NoBRS --checkpoint=... --batch-size 16
+
+Robustness to how people click: ``--clicker rclicks`` runs the RClicks benchmark protocol
+(``isegm/inference/rclicks.py``): the baseline clicker and ten clicking groups G1..G10 that draw
+click locations from a clickability map (``--clickability dt``, ``uniform``, a folder of maps or
+a plug-in ``module:function``), and writes ``rclicks_<clickability>_<eval_mode>_<mode>_<n>.json``
+/ ``.md`` (Sample NoC@90 +- std, dSB, dGR per dataset, in RClicks' table layout) and a plot of
+NoC per group::
+
+    python scripts/evaluate_model.py NoBRS --baseline grabcut --datasets GrabCut --clicker rclicks \
+        --clickability dt --groups 10 --seeds 1
 """
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import pickle
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -32,10 +44,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from isegm.data import DatasetError, FirstSamples, get_dataset  # noqa: E402
 from isegm.data.datasets import WSESEG_CLASSES  # noqa: E402
-from isegm.inference.evaluation import PRED_THRESHOLD, merge_results, run_dataset  # noqa: E402
+from isegm.inference.evaluation import (PRED_THRESHOLD, ClickerFactory, DatasetResult, baseline_clicker,  # noqa: E402
+                                        merge_results, run_dataset)
 from isegm.inference.metrics import results_row  # noqa: E402
-from isegm.inference.plots import plot_miou_curves, plot_radar  # noqa: E402
+from isegm.inference.plots import plot_miou_curves, plot_noc_per_group, plot_radar  # noqa: E402
 from isegm.inference.predictor import get_predictor  # noqa: E402
+from isegm.inference.rclicks import (DEFAULT_GROUPS, RCLICKS_IOU_THR, ProtocolRun, benchmark_table,  # noqa: E402
+                                     clickability_tag, details_table, evaluate_rclicks, load_clickability,
+                                     protocol_name, protocol_runs, robustness_metrics)
 from isegm.inference.report import InstanceLog, append_log, dataset_metrics, write_results  # noqa: E402
 from isegm.utils.config import load_config  # noqa: E402
 from isegm.utils.distributed import Process, all_gather_object, barrier, device_for, init_from_env, shutdown  # noqa: E402
@@ -89,7 +105,27 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=1, help="instances clicked on at once, one network call "
                         "per click for all of them (same results; pays off on GPUs). Under torchrun each process "
                         "evaluates every n-th image")
+    rclicks = parser.add_argument_group("robustness to how people click (the RClicks benchmark protocol)")
+    rclicks.add_argument("--clicker", choices=("baseline", "rclicks"), default="baseline",
+                         help="baseline: the protocol's clicker (centre of the largest error); rclicks: the baseline "
+                         "run plus --groups clicking groups drawing click locations from a clickability map")
+    rclicks.add_argument("--clickability", default="dt", help="dt (distance transform of the error, normalised), "
+                         "uniform (the error mask), a folder of maps (<sample index>_<object id>.npy or .png, in "
+                         "<folder>/<dataset>/ or <folder>/), or a plug-in module:function / file.py:function, "
+                         "a callable (image, gt_mask, error_mask) -> map")
+    rclicks.add_argument("--groups", type=int, default=DEFAULT_GROUPS,
+                         help="clicking groups, equal slices of probability mass (G1: the least likely locations)")
+    rclicks.add_argument("--seeds", type=int, default=1, help="trajectories per instance and group")
     args = parser.parse_args(argv)
+    if args.clicker == "rclicks":
+        if args.groups < 2 or args.seeds < 1:
+            parser.error(f"--groups must be at least 2 and --seeds at least 1, got {args.groups} and {args.seeds}")
+        if args.save_ious:
+            parser.error("--save-ious applies to --clicker baseline; the RClicks protocol writes its own JSON")
+        try:
+            load_clickability(args.clickability)
+        except (ValueError, OSError, ImportError) as err:
+            parser.error(f"--clickability: {err}")
     if args.batch_size < 1:
         parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.baseline and args.batch_size > 1:
@@ -104,6 +140,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         args.target_iou = 1.01
     else:
         args.target_iou = max(0.8, args.target_iou)
+    if args.clicker == "rclicks" and args.target_iou < RCLICKS_IOU_THR:
+        parser.error(f"--target-iou {args.target_iou:g} stops before the protocol's NoC@{RCLICKS_IOU_THR * 100:.0f} "
+                     f"is reached; use at least {RCLICKS_IOU_THR}")
     return args
 
 
@@ -186,9 +225,53 @@ def main(argv: Optional[List[str]] = None) -> int:
         shutdown()
 
 
+class RunFailed(Exception):
+    """A dataset run stopped on an unreadable sample; ``folder`` holds the records made so far."""
+
+    def __init__(self, message: str, folder: Path) -> None:
+        super().__init__(message)
+        self.folder = folder
+
+
+def run_with_records(args: argparse.Namespace, process: Process, dataset: Any, predictor: Any, records: InstanceLog,
+                     callback: Optional[Callable], clicker_factory: ClickerFactory = baseline_clicker
+                     ) -> Optional[DatasetResult]:
+    """One run over a dataset: instance records started fresh (or kept with ``--resume``), this
+    process's shard evaluated, the shards gathered. Rank 0 gets the merged result, the others
+    None; an unreadable sample on any rank raises ``RunFailed`` on every rank."""
+    if not args.resume and process.is_main:
+        records.remove_all()
+    barrier()
+    done = records.start(keep=args.resume)
+    shard, error = None, None
+    try:
+        shard = run_dataset(dataset, predictor, skip_bad=args.skip_bad, done=done, on_instance=records.append,
+                            progress=not args.no_progress and process.is_main, batch_size=args.batch_size,
+                            shard=(process.rank, process.world_size), max_iou_thr=args.target_iou,
+                            pred_thr=args.thresh, min_clicks=args.min_n_clicks, max_clicks=args.n_clicks,
+                            callback=callback, clicker_factory=clicker_factory)
+    except DatasetError as err:
+        error = str(err)
+    gathered = all_gather_object((shard, error))
+    errors = [e for _, e in gathered if e is not None]
+    if errors:
+        raise RunFailed(errors[0], records.base.parent)
+    return merge_results([r for r, _ in gathered]) if process.is_main else None
+
+
 def evaluate(args: argparse.Namespace, process: Process) -> int:
     """Every dataset x checkpoint; under torchrun each process takes its shard of the images and
     rank 0 merges the shards and writes the outputs."""
+    try:
+        return _evaluate(args, process)
+    except RunFailed as err:
+        if process.is_main:
+            print(f"error: {err}\nThe instances evaluated so far are in {err.folder}. Fix or remove the file and "
+                  "rerun with --resume, or rerun with --skip-bad to skip such samples.", file=sys.stderr)
+        return 1
+
+
+def _evaluate(args: argparse.Namespace, process: Process) -> int:
     config = load_config(args.config_path)
     device = device_for(process, cpu=args.cpu or bool(args.baseline), gpu=int(args.gpus.split(",")[0]))
     if device.type == "cpu" and not (args.cpu or args.baseline) and process.is_main:
@@ -206,33 +289,19 @@ def evaluate(args: argparse.Namespace, process: Process) -> int:
             model_name = args.model_name or (args.baseline if checkpoint is None else checkpoint.stem)
             predictor = make_predictor(args, checkpoint, dataset_name, device)
             name_prefix = logs_prefix + "_" + ("" if single else f"{dataset_name}_") if logs_prefix else ""
+            key = dataset_name if single else f"{dataset_name}:{checkpoint.stem}"
+            if args.clicker == "rclicks":
+                metrics = evaluate_rclicks_dataset(args, process, dataset, dataset_name, predictor, logs_path,
+                                                   f"{name_prefix}{dataset_name}_{run_name}")
+                if process.is_main:
+                    all_metrics[key] = metrics
+                continue
             records = InstanceLog(logs_path / "instances" / f"{name_prefix}{dataset_name}_{run_name}.jsonl",
                                   shard=(process.rank, process.world_size))
-            if not args.resume and process.is_main:
-                records.remove_all()
-            barrier()
-            done = records.start(keep=args.resume)
             callback = vis_callback(logs_path / "predictions_vis" / dataset_name, args.thresh) if args.vis_preds else None
-            shard, error = None, None
-            try:
-                shard = run_dataset(dataset, predictor, skip_bad=args.skip_bad, done=done, on_instance=records.append,
-                                    progress=not args.no_progress and process.is_main, batch_size=args.batch_size,
-                                    shard=(process.rank, process.world_size), max_iou_thr=args.target_iou,
-                                    pred_thr=args.thresh, min_clicks=args.min_n_clicks, max_clicks=args.n_clicks,
-                                    callback=callback)
-            except DatasetError as err:
-                error = str(err)
-            gathered = all_gather_object((shard, error))
-            errors = [e for _, e in gathered if e is not None]
-            if errors:
-                if process.is_main:
-                    print(f"error: {errors[0]}\nThe instances evaluated so far are in {records.base.parent}. Fix or "
-                          "remove the file and rerun with --resume, or rerun with --skip-bad to skip such samples.",
-                          file=sys.stderr)
-                return 1
+            result = run_with_records(args, process, dataset, predictor, records, callback)
             if not process.is_main:
                 continue
-            result = merge_results([r for r, _ in gathered])
             row_name = args.mode if single else checkpoint.stem
             header, row = results_row(result.all_ious, result.elapsed, row_name, dataset_name, args.target_iou,
                                       args.n_clicks, print_ious=args.print_ious, model_name=model_name)
@@ -247,13 +316,17 @@ def evaluate(args: argparse.Namespace, process: Process) -> int:
                 (logs_path / "ious").mkdir(parents=True, exist_ok=True)
                 with open(logs_path / "ious" / f"{dataset_name}_{run_name}.pkl", "wb") as f:
                     pickle.dump(result.all_ious, f)
-            key = dataset_name if single else f"{dataset_name}:{checkpoint.stem}"
             all_metrics[key] = dataset_metrics(result, args.n_clicks, args.target_iou)
 
     if not process.is_main:
         return 0
     settings = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}
     settings["processes"] = process.world_size
+    if args.clicker == "rclicks":
+        write_rclicks(args, all_metrics, logs_path, f"{logs_prefix + '_' if logs_prefix else ''}", run_name,
+                      model_name, settings)
+        print(f"results: {logs_path}")
+        return 0
     write_results(logs_path / f"{logs_prefix + '_' if logs_prefix else ''}results_{run_name}", model_name,
                   settings, all_metrics)
     curves = {k: m["miou_curve"] for k, m in all_metrics.items() if m["n_instances"]}
@@ -267,6 +340,65 @@ def evaluate(args: argparse.Namespace, process: Process) -> int:
         plot_radar(series, logs_path / "plots" / f"wseseg_radar_{run_name}.png", f"{model_name}: NoC per WSESeg class")
     print(f"results: {logs_path}")
     return 0
+
+
+def evaluate_rclicks_dataset(args: argparse.Namespace, process: Process, dataset: Any, dataset_name: str,
+                             predictor: Any, logs_path: Path, records_stem: str) -> Optional[Dict[str, Any]]:
+    """The RClicks protocol on one dataset: the baseline run and every group (and seed) run, each
+    with its own instance records (``instances/<records_stem>_rclicks_<clickability>_<run>.jsonl``,
+    so ``--resume`` continues any of them). Rank 0 gets ``robustness_metrics``, the others None."""
+    clickability = load_clickability(args.clickability, dataset_name)
+    tag = clickability_tag(clickability.name)
+    runs = protocol_runs(args.groups, args.seeds)
+    start = time.time()
+
+    def runner(run: ProtocolRun, factory: ClickerFactory) -> Optional[DatasetResult]:
+        if process.is_main and not args.no_progress:
+            print(f"{dataset_name}: {protocol_name(clickability)}, run {run.label} "
+                  f"({runs.index(run) + 1} of {len(runs)})", file=sys.stderr)
+        records = InstanceLog(logs_path / "instances" / f"{records_stem}_rclicks_{tag}_{run.label}.jsonl",
+                              shard=(process.rank, process.world_size))
+        callback = vis_callback(logs_path / "predictions_vis" / dataset_name / f"rclicks_{tag}_{run.label}",
+                                args.thresh) if args.vis_preds else None
+        return run_with_records(args, process, dataset, predictor, records, callback, factory)
+
+    results = evaluate_rclicks(dataset, predictor, clickability, args.groups, args.seeds, runner=runner)
+    if not process.is_main:
+        return None
+    metrics = robustness_metrics(results, runs, RCLICKS_IOU_THR, args.n_clicks)
+    skipped = {str(k): v for k, v in sorted(results[runs[0].label].skipped.items())}
+    metrics.update({"protocol": protocol_name(clickability), "clickability": args.clickability,
+                    "elapsed_s": time.time() - start, "skipped": skipped})
+    return metrics
+
+
+def write_rclicks(args: argparse.Namespace, all_metrics: Dict[str, Dict[str, Any]], logs_path: Path, prefix: str,
+                  run_name: str, model_name: str, settings: Dict[str, Any]) -> None:
+    """The protocol's outputs: ``rclicks_<clickability>_<run>.json`` (every figure, per instance
+    too), ``.md`` (RClicks' benchmark table and the details table, also printed) and the plot of
+    NoC per group."""
+    clickability = load_clickability(args.clickability)
+    name = protocol_name(clickability)
+    stem = f"{prefix}rclicks_{clickability_tag(clickability.name)}_{run_name}"
+    rows: Dict[str, Dict[str, Any]] = {}
+    for key, metrics in all_metrics.items():
+        dataset, _, checkpoint = key.partition(":")
+        rows.setdefault(checkpoint or model_name, {})[dataset] = metrics
+    datasets = list(dict.fromkeys(key.partition(":")[0] for key in all_metrics))
+    stop = "no early stop" if args.target_iou > 1 else f"early stop at IoU {args.target_iou:g}"
+    text = (f"{name}: {args.groups} groups, {args.seeds} seed(s), NoC@{RCLICKS_IOU_THR * 100:.0f} with at most "
+            f"{args.n_clicks} clicks, {stop}\n\n" + benchmark_table(list(rows.items()), datasets) + "\n\n"
+            + details_table(list(rows.items()), datasets) + "\n")
+    print(text, end="")
+    logs_path.mkdir(parents=True, exist_ok=True)
+    (logs_path / f"{stem}.md").write_text(text)
+    with open(logs_path / f"{stem}.json", "w") as f:
+        json.dump({"model": model_name, "protocol": name, "clickability": args.clickability, "settings": settings,
+                   "datasets": all_metrics}, f, indent=1)
+    curves = {k: m["group_noc"] for k, m in all_metrics.items() if m.get("n_instances")}
+    if curves:
+        baselines = {k: m["base_noc"] for k, m in all_metrics.items() if m.get("n_instances")}
+        plot_noc_per_group(curves, baselines, logs_path / "plots" / f"{stem}.png", f"{model_name}: {name}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,13 @@ of several checkpoints (``--exp-path``, datasets keyed ``<dataset>:<checkpoint>`
 checkpoint. A dataset or metric a model lacks prints "–" and a note on stderr. The lowest value of
 a column is bold (all of them on a tie). Without ``--out`` the tables go to stdout.
 ``--miou-plot curves.png`` also draws each row's mIoU-versus-clicks curve on each of its datasets.
+
+``--rclicks`` reads the ``rclicks_*.json`` files of ``evaluate_model.py --clicker rclicks`` instead
+and prints RClicks' benchmark table (Sample NoC@90 +- std, dSB, dGR per dataset) and the details
+table, in Markdown; ``--group-plot groups.png`` draws each row's NoC per clicking group::
+
+    python scripts/make_tables.py grabcut/rclicks_dt_cvpr_NoBRS_20.json rw/rclicks_dt_cvpr_NoBRS_20.json \
+        --rclicks --labels GrabCut "random walker" --group-plot groups.png
 """
 from __future__ import annotations
 
@@ -29,7 +36,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from isegm.data.datasets import WSESEG_CLASSES  # noqa: E402
-from isegm.inference.plots import plot_miou_curves  # noqa: E402
+from isegm.inference.plots import plot_miou_curves, plot_noc_per_group  # noqa: E402
+from isegm.inference.rclicks import benchmark_table, details_table  # noqa: E402
 
 MISSING = "–"
 WSESEG_LABELS = {
@@ -284,7 +292,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="folder for table<N>.md / .tex (default: print to stdout)")
     parser.add_argument("--miou-plot", type=Path, metavar="PNG",
                         help="also draw every row's mIoU-versus-clicks curve on each of its datasets into one PNG")
+    parser.add_argument("--rclicks", action="store_true", help="the results are rclicks_*.json files (evaluate_model"
+                        ".py --clicker rclicks): print RClicks' benchmark table and the details table (Markdown)")
+    parser.add_argument("--group-plot", type=Path, metavar="PNG",
+                        help="with --rclicks: draw every row's NoC per clicking group on each of its datasets")
     args = parser.parse_args(argv)
+    if args.rclicks and args.format != ["md"]:
+        parser.error("--rclicks tables are Markdown only (--format md)")
+    if args.group_plot and not args.rclicks:
+        parser.error("--group-plot needs --rclicks")
     if args.labels is not None and len(args.labels) != len(args.results):
         parser.error(f"--labels gives {len(args.labels)} labels for {len(args.results)} results files")
     overrides: Dict[int, Tuple[str, ...]] = {}
@@ -300,6 +316,35 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
+def rclicks_tables(args: argparse.Namespace, models: Sequence[Model]) -> int:
+    """``--rclicks``: RClicks' benchmark table and the details table of the rows, and the plot."""
+    for model in models:
+        for dataset, run in model.runs.items():
+            if run.get("n_instances") and "sample_noc" not in run:
+                print(f"error: {model.sources[dataset]}: {dataset!r} has no 'sample_noc': not an rclicks_*.json of "
+                      "evaluate_model.py --clicker rclicks", file=sys.stderr)
+                return 1
+    protocols = dict.fromkeys(run.get("protocol", "RClicks protocol") for m in models for run in m.runs.values())
+    datasets = list(dict.fromkeys(d for m in models for d in m.runs))
+    rows = [(m.label, m.runs) for m in models]
+    text = (f"### {'; '.join(protocols)}\n\n" + benchmark_table(rows, datasets) + "\n\n"
+            + details_table(rows, datasets) + "\n")
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "rclicks.md").write_text(text)
+        print(f"wrote {args.out / 'rclicks.md'}")
+    else:
+        print(text)
+    if args.group_plot:
+        curves = {f"{m.label}: {display_name(d)}": run["group_noc"] for m in models for d, run in m.runs.items()
+                  if run.get("n_instances")}
+        baselines = {f"{m.label}: {display_name(d)}": run["base_noc"] for m in models for d, run in m.runs.items()
+                     if run.get("n_instances")}
+        plot_noc_per_group(curves, baselines, args.group_plot, "; ".join(protocols))
+        print(f"wrote {args.group_plot}")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     try:
@@ -307,6 +352,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ResultsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    if args.rclicks:
+        return rclicks_tables(args, models)
     notes: List[str] = []
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -11,11 +11,16 @@ pinned by its goldens; every one of them changes NoC on real images:
 * the click is the first pixel in row-major order holding the chosen maximum.
 
 Coordinates are ``(y, x)`` = (row, col) pixel indices.
+
+Other click strategies keep the sign rule and choose only the location: a ``ClickSampler``
+(``Clicker(..., sampler=...)``; e.g. the RClicks protocol of ``isegm.inference.rclicks``) gets the
+error mask of the chosen sign and returns a pixel, or None for the rule above. Without a sampler
+the clicker is the baseline strategy, unchanged.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
@@ -41,13 +46,29 @@ class Click:
         return replace(self, **kwargs)
 
 
+class ClickSampler(Protocol):
+    """Chooses where the next click goes once its sign is decided.
+
+    ``error_mask`` (H x W, bool): the false negatives for a positive click, the false positives
+    for a negative one (ignore pixels excluded); ``not_clicked`` (H x W, bool): False at every
+    pixel clicked so far; ``click_index``: 0-based index of the click being made. Returns the
+    ``(y, x)`` pixel, or None to use the baseline location (the distance-transform maximum).
+    """
+
+    def __call__(self, error_mask: np.ndarray, not_clicked: np.ndarray, click_index: int
+                 ) -> Optional[Tuple[int, int]]: ...
+
+
 class Clicker:
     """Simulated user for one instance (``gt_mask``: 1 object, -1 ignore, other values background),
-    or a plain click list when ``gt_mask`` is None (clicks then come from ``add_click``)."""
+    or a plain click list when ``gt_mask`` is None (clicks then come from ``add_click``).
+    ``sampler``: where the clicks go once their sign is decided (None: the baseline strategy)."""
 
     def __init__(self, gt_mask: Optional[np.ndarray] = None, init_clicks: Optional[Sequence[Click]] = None,
-                 ignore_label: int = IGNORE_LABEL, click_indx_offset: int = 0) -> None:
+                 ignore_label: int = IGNORE_LABEL, click_indx_offset: int = 0,
+                 sampler: Optional[ClickSampler] = None) -> None:
         self.click_indx_offset = click_indx_offset
+        self.sampler = sampler
         if gt_mask is not None:
             gt_mask = np.asarray(gt_mask)
             if gt_mask.ndim != 2:
@@ -78,6 +99,10 @@ class Clicker:
         fp_dist = padded_distance(fp_mask) * self.not_clicked_map
         fn_max, fp_max = fn_dist.max(), fp_dist.max()
         is_positive = bool(fn_max > fp_max)
+        if self.sampler is not None:
+            coords = self.sampler(fn_mask if is_positive else fp_mask, self.not_clicked_map, len(self.clicks_list))
+            if coords is not None:
+                return Click(is_positive=is_positive, coords=(int(coords[0]), int(coords[1])))
         dist, best = (fn_dist, fn_max) if is_positive else (fp_dist, fp_max)
         # argmax of the equality mask = first pixel in row-major order.
         y, x = np.unravel_index(np.argmax(dist == best), dist.shape)

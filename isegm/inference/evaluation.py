@@ -5,7 +5,9 @@ budget, for every instance of a dataset, with any predictor object that has
 ``evaluate_dataset`` / ``evaluate_sample`` keep the family's signatures and results;
 ``run_dataset`` is the same loop with per-instance records, skipping of unreadable samples,
 resuming from earlier records, a progress bar, several instances in flight at once (one
-batched network call per click) and shards of the dataset for parallel processes.
+batched network call per click) and shards of the dataset for parallel processes. Its
+``clicker_factory`` chooses the simulated user (the baseline clicker by default; the RClicks
+protocol's clickers come from ``isegm.inference.rclicks``).
 """
 from __future__ import annotations
 
@@ -26,20 +28,29 @@ PRED_THRESHOLD = 0.49
 
 # callback(image, gt_mask, probs, sample_id, click_index, clicks) after every prediction.
 Callback = Callable[[np.ndarray, np.ndarray, np.ndarray, Optional[int], int, List[Click]], None]
+# clicker_factory(image, gt_mask, sample_index, object_id) -> the simulated user of one instance.
+ClickerFactory = Callable[[np.ndarray, np.ndarray, int, int], Clicker]
+
+
+def baseline_clicker(image: np.ndarray, gt_mask: np.ndarray, sample_index: int, object_id: int) -> Clicker:
+    """The protocol's clicker (centre of the largest error), the default ``ClickerFactory``."""
+    return Clicker(gt_mask=gt_mask)
 
 
 class InstanceRun:
     """One instance being clicked on: its clicker, the mask of the last prediction and the IoU
     after each click. ``click()`` makes the next simulated click; ``update(probs)`` scores the
-    prediction for it and says whether the instance is finished (see ``evaluate_sample``)."""
+    prediction for it and says whether the instance is finished (see ``evaluate_sample``).
+    ``clicker``: the simulated user over ``gt_mask`` (default: the baseline ``Clicker``)."""
 
     def __init__(self, image: np.ndarray, gt_mask: np.ndarray, max_iou_thr: float,
                  pred_thr: float = PRED_THRESHOLD, min_clicks: int = 1, max_clicks: int = 20,
-                 sample_id: Optional[int] = None, callback: Optional[Callback] = None) -> None:
+                 sample_id: Optional[int] = None, callback: Optional[Callback] = None,
+                 clicker: Optional[Clicker] = None) -> None:
         self.image, self.gt_mask, self.sample_id, self.callback = image, gt_mask, sample_id, callback
         self.max_iou_thr, self.min_clicks, self.max_clicks = max_iou_thr, min_clicks, max_clicks
         self.threshold = np.float32(pred_thr)
-        self.clicker = Clicker(gt_mask=gt_mask)
+        self.clicker = Clicker(gt_mask=gt_mask) if clicker is None else clicker
         self.pred_mask = np.zeros(gt_mask.shape, dtype=bool)
         self.ious: List[float] = []
         self.probs: Optional[np.ndarray] = None
@@ -66,16 +77,17 @@ class InstanceRun:
 
 def evaluate_sample(image: np.ndarray, gt_mask: np.ndarray, predictor: Any, max_iou_thr: float,
                     pred_thr: float = PRED_THRESHOLD, min_clicks: int = 1, max_clicks: int = 20,
-                    sample_id: Optional[int] = None, callback: Optional[Callback] = None
-                    ) -> Tuple[List[Click], np.ndarray, np.ndarray]:
+                    sample_id: Optional[int] = None, callback: Optional[Callback] = None,
+                    clicker: Optional[Clicker] = None) -> Tuple[List[Click], np.ndarray, np.ndarray]:
     """Click on one instance until its IoU reaches ``max_iou_thr`` (after ``min_clicks``) or
     ``max_clicks`` clicks are made. Returns the clicks, the IoU after each click (float32) and
     the last probability map.
 
     Each click is chosen from the mask of the previous prediction (empty before the first); the
-    mask is ``probs > pred_thr`` strictly, compared in float32 as the original does.
+    mask is ``probs > pred_thr`` strictly, compared in float32 as the original does. ``clicker``
+    makes the clicks (default: the baseline ``Clicker`` over ``gt_mask``).
     """
-    run = InstanceRun(image, gt_mask, max_iou_thr, pred_thr, min_clicks, max_clicks, sample_id, callback)
+    run = InstanceRun(image, gt_mask, max_iou_thr, pred_thr, min_clicks, max_clicks, sample_id, callback, clicker)
     with torch.no_grad():
         predictor.set_input_image(image)
         while not run.finished:
@@ -128,7 +140,7 @@ def run_dataset(dataset: Any, predictor: Any, *, skip_bad: bool = False,
                 done: Optional[Dict[Tuple[int, int], InstanceResult]] = None,
                 on_instance: Optional[Callable[[InstanceResult], None]] = None,
                 progress: bool = False, batch_size: int = 1, shard: Tuple[int, int] = (0, 1),
-                **kwargs: Any) -> DatasetResult:
+                clicker_factory: ClickerFactory = baseline_clicker, **kwargs: Any) -> DatasetResult:
     """Evaluate every object of every sample; ``kwargs`` go to :class:`InstanceRun` (as to
     ``evaluate_sample``). Instances come back in loader order, whatever the batching.
 
@@ -142,6 +154,8 @@ def run_dataset(dataset: Any, predictor: Any, *, skip_bad: bool = False,
     one network call per click for all of them (``supports_batching`` predictors); a finished
     instance's place goes to the next one. ``shard = (rank, world_size)``: only the samples
     with ``index % world_size == rank`` (one process or GPU each; see ``merge_results``).
+    ``clicker_factory(image, gt_mask, sample_index, object_id)`` makes each instance's simulated
+    user; it must depend on nothing else, so that batching, shards and resuming keep the numbers.
     """
     rank, world_size = shard
     if not 0 <= rank < world_size:
@@ -162,9 +176,9 @@ def run_dataset(dataset: Any, predictor: Any, *, skip_bad: bool = False,
     order: List[Tuple[int, int]] = []
     jobs = _instances(dataset, indices, order, result.skipped, skip_bad, done)
     if batch_size == 1:
-        finished = _run_one_by_one(jobs, predictor, kwargs, on_instance)
+        finished = _run_one_by_one(jobs, predictor, clicker_factory, kwargs, on_instance)
     else:
-        finished = _run_batched(jobs, predictor, batch_size, kwargs, on_instance)
+        finished = _run_batched(jobs, predictor, batch_size, clicker_factory, kwargs, on_instance)
     result.instances = [done[key] if key in done else finished[key] for key in order]
     result.elapsed = time() - start + sum(done[key].seconds for key in order if key in done)
     return result
@@ -202,13 +216,16 @@ def _result(job: Job, clicks: List[Click], ious: np.ndarray, seconds: float) -> 
     return InstanceResult(job[0], job[1], ious, [(*c.coords, c.is_positive) for c in clicks], seconds)
 
 
-def _run_one_by_one(jobs: Iterator[Job], predictor: Any, kwargs: Dict[str, Any],
+def _run_one_by_one(jobs: Iterator[Job], predictor: Any, clicker_factory: ClickerFactory, kwargs: Dict[str, Any],
                     on_instance: Optional[Callable[[InstanceResult], None]]) -> Dict[Tuple[int, int], InstanceResult]:
     finished = {}
     for job in jobs:
         index, object_id, sample, load_seconds = job
         start = time()
-        clicks, ious, _ = evaluate_sample(sample.image, sample.gt_mask(object_id), predictor, sample_id=index, **kwargs)
+        gt_mask = sample.gt_mask(object_id)
+        clicker = clicker_factory(sample.image, gt_mask, index, object_id)
+        clicks, ious, _ = evaluate_sample(sample.image, gt_mask, predictor, sample_id=index, clicker=clicker,
+                                          **kwargs)
         instance = _result(job, clicks, ious, load_seconds + time() - start)
         finished[index, object_id] = instance
         if on_instance is not None:
@@ -227,8 +244,9 @@ class _Slot:
     seconds: float
 
 
-def _run_batched(jobs: Iterator[Job], predictor: Any, batch_size: int, kwargs: Dict[str, Any],
-                 on_instance: Optional[Callable[[InstanceResult], None]]) -> Dict[Tuple[int, int], InstanceResult]:
+def _run_batched(jobs: Iterator[Job], predictor: Any, batch_size: int, clicker_factory: ClickerFactory,
+                 kwargs: Dict[str, Any], on_instance: Optional[Callable[[InstanceResult], None]]
+                 ) -> Dict[Tuple[int, int], InstanceResult]:
     """Up to ``batch_size`` instances in flight; each step clicks on all of them and predicts
     with one ``get_predictions`` call."""
     finished = {}
@@ -243,7 +261,9 @@ def _run_batched(jobs: Iterator[Job], predictor: Any, batch_size: int, kwargs: D
                     break
                 index, object_id, sample, load_seconds = job
                 own = free.pop()
-                run = InstanceRun(sample.image, sample.gt_mask(object_id), sample_id=index, **kwargs)
+                gt_mask = sample.gt_mask(object_id)
+                run = InstanceRun(sample.image, gt_mask, sample_id=index,
+                                  clicker=clicker_factory(sample.image, gt_mask, index, object_id), **kwargs)
                 load_start = time()
                 own.set_input_image(sample.image)
                 active.append(_Slot(job, run, own, load_seconds + time() - load_start))

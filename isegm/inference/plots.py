@@ -1,5 +1,6 @@
-"""Figures of an evaluation: mIoU after k clicks, and per-class NoC as a radar chart (the
-SkipClick paper's Figure 1 for WSESeg). matplotlib is imported here only, on first use."""
+"""Figures of an evaluation: mIoU after k clicks, per-class NoC as a radar chart (the SkipClick
+paper's Figure 1 for WSESeg) and the RClicks protocol's NoC per clicking group. matplotlib is
+imported here only, on first use."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -47,6 +48,32 @@ def plot_radar(series: Mapping[str, Mapping[str, float]], path: Path, title: str
     ax.set_xticks(angles)
     ax.set_xticklabels([c.replace("flickr_", "").replace("_", " ") for c in classes], fontsize=8)
     ax.legend(loc="upper right", bbox_to_anchor=(1.25, 1.1), fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_noc_per_group(curves: Mapping[str, Sequence[float]], baselines: Mapping[str, float], path: Path,
+                       title: str = "", threshold: str = "NoC@90") -> None:
+    """The RClicks protocol's NoC per clicking group (G1 = least likely click locations), one line
+    per dataset (or model), with the baseline clicker's NoC of each as a dashed line of its colour."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for name, values in curves.items():
+        x = np.arange(1, len(values) + 1)
+        (line,) = ax.plot(x, values, marker="o", markersize=3, label=name)
+        if name in baselines:
+            ax.axhline(baselines[name], color=line.get_color(), linestyle="--", linewidth=1,
+                       label=f"{name}: baseline clicker")
+    n = max(len(v) for v in curves.values())
+    ax.set_xticks(np.arange(1, n + 1))
+    ax.set_xticklabels([f"G{g}" for g in range(1, n + 1)])
+    ax.set_xlabel("clicking group (G1: least likely locations)")
+    ax.set_ylabel(f"mean {threshold}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
