@@ -60,7 +60,7 @@ def plot_noc_per_group(curves: Mapping[str, Sequence[float]], baselines: Mapping
     """The RClicks protocol's NoC per clicking group (G1 = least likely click locations), one line
     per dataset (or model), with the baseline clicker's NoC of each as a dashed line of its colour."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2 + 0.2 * len(curves)), dpi=120)
     for name, values in curves.items():
         x = np.arange(1, len(values) + 1)
         (line,) = ax.plot(x, values, marker="o", markersize=3, label=name)
@@ -73,7 +73,8 @@ def plot_noc_per_group(curves: Mapping[str, Sequence[float]], baselines: Mapping
     ax.set_xlabel("clicking group (G1: least likely locations)")
     ax.set_ylabel(f"mean {threshold}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    # Below the axes: the curves fill the plot from G1 to G10.
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
