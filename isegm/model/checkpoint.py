@@ -35,6 +35,7 @@ from .build import PathLike, missing_weights_message, variant_config
 from .emc import EMC_CONFIGS, EMCClick, EMCConfig, emc_from_checkpoint, is_emc_checkpoint, load_emc_state
 from .emc.checkpoint import AUTHORS_CLASSES as EMC_AUTHORS_CLASSES
 from .head import UPSAMPLE_FACTORS
+from .state_dict import load_strict
 from .skipclick import IMAGENET_MEAN, IMAGENET_STD, SkipClick, SkipClickConfig
 
 FORMAT = "skipclick-checkpoint/1"
@@ -246,18 +247,7 @@ def _backbone_name(state: Mapping[str, Tensor], source: str) -> str:
 
 def _fill(model: SkipClick, state: Mapping[str, Tensor], source: str) -> SkipClick:
     """``model`` with ``state`` loaded strictly; a mismatch names the first missing / unexpected keys."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        raise ValueError(
-            f"{source!r} does not fit SkipClick with config {model.config}: {len(missing)} missing keys "
-            f"{missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:   # shape mismatches
-        raise ValueError(f"{source!r} does not fit SkipClick with config {model.config}: {err}") from None
-    return model
+    return load_strict(model, state, source, f"SkipClick with config {model.config}")
 
 
 def _check_variant(config: SkipClickConfig, variant: Optional[str], source: str) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 import torch
 from torch import Tensor
 
+from ..state_dict import load_strict
 from .model import EMC_CONFIGS, IMAGENET_MEAN, IMAGENET_STD, EMCClick, EMCConfig
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -148,17 +149,7 @@ def load_emc_state(model: EMCClick, state: Mapping[str, Tensor], source: str = "
     """Load an authors'-layout state dict into ``model`` strictly (aliases optional); a mismatch
     raises ``ValueError`` naming the first missing / unexpected keys."""
     state = _with_aliases(state, source)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        raise ValueError(f"{source!r} does not fit EMC-Click {model.config}: {len(missing)} missing keys "
-                         f"{missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:   # shape mismatches
-        raise ValueError(f"{source!r} does not fit EMC-Click {model.config}: {err}") from None
-    return model
+    return load_strict(model, state, source, f"EMC-Click {model.config}")
 
 
 def _read(source: str) -> Any:
