@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -33,7 +30,7 @@ from isegm.model.emc import EMC_CONFIGS, EMCClick, EMCConfig, build_emc
 from isegm.model.emc.pretrained import (emc_from_settings, init_for_training, load_imagenet_backbone,
                                         load_emc_weights)
 from isegm.model.losses import MultiTermLoss, NormalizedFocalLossSigmoid, SigmoidBinaryCrossEntropyLoss
-from training_toys import CenterClick, Rectangles
+from training_toys import CenterClick, Rectangles, train_under_torchrun
 
 TINY = EMCConfig("hrnet", hrnet_width=8, ocr_width=8, small=True, mid_dims=8)
 
@@ -412,15 +409,7 @@ def test_two_process_ddp(tmp_path):
     """train.py under torchrun with 2 CPU processes (gloo) and EMC-Click's step: both ranks end
     with the same parameters, and these moved. (BatchNorm statistics stay per process on CPUs;
     on GPUs the trainer makes them SyncBatchNorm.)"""
-    model_file = tmp_path / "emc_toy.py"
-    model_file.write_text(DDP_MODEL_FILE.format(tests=str(REPO / "tests")))
-    config = tmp_path / "config.yml"
-    config.write_text(f"EXPS_PATH: {tmp_path / 'exps'}\n")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-           str(REPO / "train.py"), str(model_file), "--cpu", "--config-path", str(config), "--exp-name", "ddp"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.returncode == 0, done.stderr[-3000:]
-    (exp,) = (tmp_path / "exps" / "emc_toy").iterdir()
+    exp = train_under_torchrun(tmp_path, DDP_MODEL_FILE.format(tests=str(REPO / "tests")), "emc_toy", 600)
     rank0, rank1 = (torch.load(exp / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     start = dict(tiny_emc().named_parameters())
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -21,7 +18,7 @@ from isegm.engine.trainer import ClickTraining, Trainer, TrainerConfig
 from isegm.model import VARIANTS, build_skipclick, load_checkpoint, variant_config
 from isegm.model.backbones import BACKBONES
 from isegm.model.losses import NormalizedFocalLossSigmoid
-from training_toys import Rectangles, tiny_model
+from training_toys import Rectangles, tiny_model, train_under_torchrun
 
 
 # --- loss -----------------------------------------------------------------------------------
@@ -194,15 +191,7 @@ DDP_MODEL_FILE = textwrap.dedent("""
 def test_two_process_ddp_ends_with_identical_weights(tmp_path):
     """train.py under torchrun with 2 CPU processes (gloo): after the same steps both ranks hold
     the same weights, and these moved from the start."""
-    model_file = tmp_path / "toy_model.py"
-    model_file.write_text(DDP_MODEL_FILE.format(tests=str(REPO / "tests")))
-    config = tmp_path / "config.yml"
-    config.write_text(f"EXPS_PATH: {tmp_path / 'exps'}\n")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-           str(REPO / "train.py"), str(model_file), "--cpu", "--config-path", str(config), "--exp-name", "ddp"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.returncode == 0, done.stderr[-3000:]
-    (exp,) = (tmp_path / "exps" / "toy_model").iterdir()
+    exp = train_under_torchrun(tmp_path, DDP_MODEL_FILE.format(tests=str(REPO / "tests")), "toy_model", 300)
     assert exp.name == "000_ddp" and (exp / "checkpoints" / "last_checkpoint.pth").is_file()
     assert any(p.name.startswith("toy_model_") for p in exp.iterdir())
     rank0, rank1 = (torch.load(exp / f"rank{r}.pt", weights_only=True) for r in (0, 1))

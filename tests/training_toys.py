@@ -2,11 +2,16 @@
 sampler that puts one positive click at the target's centre."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Tuple
 
 import numpy as np
 import torch
 
+from conftest import REPO
 from isegm.data.datasets.training import PointsSampler, TrainingDataset
 from isegm.data.sample import TrainingSample
 from isegm.model import build_skipclick
@@ -55,3 +60,19 @@ def tiny_model(seed: int = 0):
     torch.manual_seed(seed)
     return build_skipclick("skipclick", backbone="dinov2_vits14_reg", fusion_depth=1, fusion_heads=6,
                            fpn_dims=(16, 32, 64, 128), head_channels=16, train_size=(28, 28))
+
+
+def train_under_torchrun(tmp_path: Path, model_file_text: str, name: str, timeout: int) -> Path:
+    """``train.py`` on the model file ``<name>.py`` (``model_file_text``) under torchrun with 2 CPU
+    processes (gloo); asserts it succeeded and returns its experiment folder."""
+    model_file = tmp_path / f"{name}.py"
+    model_file.write_text(model_file_text)
+    config = tmp_path / "config.yml"
+    config.write_text(f"EXPS_PATH: {tmp_path / 'exps'}\n")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+           str(REPO / "train.py"), str(model_file), "--cpu", "--config-path", str(config), "--exp-name", "ddp"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    (exp,) = (tmp_path / "exps" / name).iterdir()
+    return exp
+
