@@ -190,7 +190,7 @@ def run_size(model: SkipClick, size: int, args: argparse.Namespace, device: torc
         x = torch.cat([image, prev], 1)
         last = clicks[-1]
         result["forward"] = stats_ms([timed(lambda: model(x, last), device) for _ in range(args.forward_repeats)])
-        if args.authors:
+        if args.authors and model.detail is None:   # the authors' models have no detail refiner
             result.update(compare_with_authors(model, features, last, prev, args, device))
     if dtype != torch.float32:
         with torch.inference_mode():

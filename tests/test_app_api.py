@@ -3,6 +3,7 @@ files and the predictor state it relies on."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import threading
 import urllib.error
@@ -267,7 +268,10 @@ def test_large_images_are_downscaled_for_the_model_and_saved_at_full_size(tmp_pa
     folder = tmp_path / "images"
     write_scene(folder, "big.png", 7, size=(150, 250))
     out = tmp_path / "out"
-    with serving(model_app(folder, out, tiny_model, max_side=100)) as client:
+    everywhere = copy.deepcopy(tiny_model)   # a mask to save, whatever the random weights say
+    with torch.no_grad():
+        everywhere.head.conv_seg.bias.fill_(100.0)
+    with serving(model_app(folder, out, everywhere, max_side=100)) as client:
         view = client.post("open", image="big.png")
         assert (view["image"]["work_height"], view["image"]["work_width"]) == (60, 100)
         status, jpeg = client.request("GET", "/api/image?name=big.png")
@@ -276,7 +280,7 @@ def test_large_images_are_downscaled_for_the_model_and_saved_at_full_size(tmp_pa
         assert current(view)["mask"]["size"] == [60, 100]
         client.post("save", image="big.png")
     png = cv2.imread(str(out / "masks/big.png/object_001.png"), cv2.IMREAD_GRAYSCALE)
-    assert png.shape == (150, 250)
+    assert png.shape == (150, 250) and (png == 255).all()
     (annotation,) = json.loads((out / "annotations.json").read_text())["annotations"]
     assert annotation["segmentation"]["size"] == [150, 250]
     assert annotation["clicks"] == [{"x": 249.0, "y": 149.0, "positive": True}]

@@ -9,6 +9,7 @@ import torch
 
 from isegm.model import BLOCK2_QUIRK, VARIANTS, build_skipclick, variant_config
 from isegm.model.backbones import BACKBONES
+from isegm.model.skipclick import ImageFeatures
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 224
@@ -101,6 +102,70 @@ def test_missing_prev_mask_means_empty_mask(model, features):
     with torch.no_grad():
         torch.testing.assert_close(model.decode(features, pts),
                                    model.decode(features, pts, torch.zeros(1, 1, SIZE, SIZE)), atol=0, rtol=0)
+
+
+# --- the detail refiner (tiny model) -----------------------------------------------------
+
+def _refined_model(seed: int, channels: int = 16, variant: str = "tiny") -> torch.nn.Module:
+    """A model with a detail refiner whose correction is not zero (as after training)."""
+    torch.manual_seed(seed)
+    model = build_skipclick(variant, detail_channels=channels).eval()
+    with torch.no_grad():
+        model.detail.refine[-1].weight.normal_(0, 0.1)
+    return model
+
+
+def test_untrained_detail_refiner_passes_the_head_logits_through():
+    torch.manual_seed(9)
+    refined = build_skipclick("tiny", detail_channels=16).eval()
+    plain = build_skipclick("tiny", detail_channels=0).eval()
+    plain.load_state_dict({k: v for k, v in refined.state_dict().items() if not k.startswith("detail.")})
+    x = torch.cat([torch.rand(1, 3, 112, 112, generator=torch.Generator().manual_seed(1)),
+                   torch.zeros(1, 1, 112, 112)], 1)
+    pts = points((50, 60, True), (20, 30, False))
+    with torch.no_grad():
+        torch.testing.assert_close(refined(x, pts)["instances"], plain(x, pts)["instances"], atol=1e-6, rtol=0)
+
+
+def test_detail_refiner_is_late_fusion():
+    """Its image convs run once in encode_image; decode refines with their cached output."""
+    model = _refined_model(10)
+    image = torch.rand(1, 3, 112, 112, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        features = model.encode_image(image)
+        assert features.detail.shape == (1, 16, 56, 56)
+        calls = []
+        hook = model.detail.image_convs.register_forward_hook(lambda *a: calls.append(1))
+        pts = points((50, 60, True))
+        prev = torch.zeros(1, 1, 112, 112)
+        try:
+            late = model.decode(features, pts, prev)
+        finally:
+            hook.remove()
+        assert calls == []
+        assert torch.equal(model(torch.cat([image, prev], 1), pts)["instances"], late)
+        features.detail = torch.zeros_like(features.detail)
+        assert (model.decode(features, pts, prev) - late).abs().max() > 1e-3
+
+
+def test_detail_features_batch_with_the_rest():
+    model = _refined_model(11)
+    images = torch.rand(2, 3, 56, 88, generator=torch.Generator().manual_seed(3))
+    pts = torch.cat([points((5, 6, True), pad_to=1), points((40, 80, True), (10, 10, False))])
+    with torch.no_grad():
+        one = [model.encode_image(images[i:i + 1]) for i in range(2)]
+        batched = model.decode(ImageFeatures.cat(one), pts)
+        single = torch.cat([model.decode(f, pts[i:i + 1]) for i, f in enumerate(one)])
+    assert batched.shape == (2, 1, 56, 88)
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=0)
+
+
+def test_detail_refiner_on_a_patch_14_backbone():
+    """The head's finest level (stride 3.5) is resized to the refiner's stride 2."""
+    model = _refined_model(12, channels=8, variant="intermediate_features")
+    with torch.no_grad():
+        logits = model(torch.rand(1, 4, 56, 84), points((10, 20, True)))["instances"]
+    assert logits.shape == (1, 1, 56, 84) and torch.isfinite(logits).all()
 
 
 # --- input errors -------------------------------------------------------------------------
@@ -225,6 +290,14 @@ def test_head_upsampling_options(upsample, factor):
         logits = model.decode(features, points((10, 20, True)))
     assert head_out.shape == (1, 1, 4 * 4 * factor, 4 * 6 * factor)
     assert logits.shape == (1, 1, 56, 84)
+
+
+def test_model_files_keep_the_variants_head_width_for_each_upsample_setting():
+    """train.py --upsample: the authors' 256 / 128 / 64 channels for the paper rows; the tiny
+    model keeps its own width (64 x factor) instead of being widened to the paper's."""
+    from isegm.model.build import model_from_settings
+    assert model_from_settings("intermediate_features", {"upsample": "x2"}).config.head_channels == 128
+    assert [model_from_settings("tiny", {"upsample": u}).config.head_channels for u in ("x1", "x4")] == [64, 16]
 
 
 def test_dinov3_variant_runs_on_its_patch_size():

@@ -12,6 +12,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 import torch
 
 from .backbones import BACKBONES
+from .head import UPSAMPLE_FACTORS
 from .skipclick import SkipClick, SkipClickConfig
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -30,7 +31,8 @@ VARIANTS: Dict[str, Dict] = {
     "skipclick_depth6": dict(fusion_depth=6),
     # Not a paper row: a small model trained from scratch on generated scenes (the quickstart)
     "tiny": dict(backbone="tinyvit_p8", tap_blocks=(1, 2, 4, 5), freeze_backbone=False, fusion_depth=2,
-                 fusion_heads=3, train_size=(112, 112), fpn_dims=(32, 64, 128, 256), head_channels=64),
+                 fusion_heads=3, train_size=(112, 112), fpn_dims=(32, 64, 128, 256), head_channels=64,
+                 detail_channels=32),
 }
 
 AUTHORS_MODEL_FILES = {
@@ -90,19 +92,18 @@ def build_skipclick(variant: str = "skipclick", backbone_weights: Optional[PathL
     return model
 
 
-# The authors' head width for each --upsample setting.
-UPSAMPLE_CHANNELS = {"x1": 256, "x2": 128, "x4": 64}
-
-
 def model_from_settings(variant: str, cfg: Mapping[str, Any]) -> SkipClick:
     """The model a model file's ``init_model(cfg)`` builds for ``train.py``: the variant with the
     head for ``cfg['upsample']``; the weights of ``cfg['weights']`` (``--weights``) when given,
     else the pretrained backbone named by ``<FAMILY>_WEIGHTS`` (``DINOV2_WEIGHTS`` /
     ``DINOV3_WEIGHTS`` in config.yml) when that key is set."""
     upsample = cfg.get("upsample") or "x1"
-    if upsample not in UPSAMPLE_CHANNELS:
-        raise ValueError(f"upsample {upsample!r}: expected one of {', '.join(UPSAMPLE_CHANNELS)}")
-    overrides = dict(head_upsample=upsample, head_channels=UPSAMPLE_CHANNELS[upsample])
+    if upsample not in UPSAMPLE_FACTORS:
+        raise ValueError(f"upsample {upsample!r}: expected one of {', '.join(UPSAMPLE_FACTORS)}")
+    # The authors' rule (256 / 128 / 64 channels for x1 / x2 / x4): the head's width
+    # (channels x factor) stays the variant's.
+    overrides = dict(head_upsample=upsample,
+                     head_channels=variant_config(variant).head_channels // UPSAMPLE_FACTORS[upsample])
     if cfg.get("weights"):
         from .checkpoint import load_checkpoint
         model = build_skipclick(variant, **overrides)

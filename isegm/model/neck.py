@@ -50,14 +50,15 @@ class SimpleFPN(nn.Module):
         self.in_dim = in_dim
         self.skip_dim = skip_dim
         d = in_dim + skip_dim
-        c4, c32 = max(256, d // 2), max(1024, d * 2)
+        # the family's widths (SimpleClick's SimpleFPN); 256 / 256 / 1024 for the paper's out_dims
+        c4, c8, c32 = max(out_dims[0] * 2, d // 2), max(out_dims[1], d // 2), max(out_dims[3], d * 2)
         self.down_4 = nn.Sequential(
             nn.ConvTranspose2d(d, c4, 2, stride=2), nn.GroupNorm(1, c4), nn.GELU(),
             nn.ConvTranspose2d(c4, c4 // 2, 2, stride=2), nn.GroupNorm(1, c4 // 2),
             nn.Conv2d(c4 // 2, out_dims[0], 1), nn.GroupNorm(1, out_dims[0]), nn.GELU())
         self.down_8 = nn.Sequential(
-            nn.ConvTranspose2d(d, c4, 2, stride=2), nn.GroupNorm(1, c4),
-            nn.Conv2d(c4, out_dims[1], 1), nn.GroupNorm(1, out_dims[1]), nn.GELU())
+            nn.ConvTranspose2d(d, c8, 2, stride=2), nn.GroupNorm(1, c8),
+            nn.Conv2d(c8, out_dims[1], 1), nn.GroupNorm(1, out_dims[1]), nn.GELU())
         self.down_16 = nn.Sequential(
             nn.Conv2d(d, out_dims[2], 1), nn.GroupNorm(1, out_dims[2]), nn.GELU())
         self.down_32 = nn.Sequential(

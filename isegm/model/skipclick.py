@@ -7,7 +7,8 @@
       + fusion-stack position table, + each FPN branch's click-independent terms
     decode(features, points, prev_mask)      per click
       click disks + prev mask -> patch embed -> + image tokens -> fusion stack
-      -> SimpleFPN (skips cached) -> SegFormer head -> bilinear upsample (align_corners=True)
+      -> SimpleFPN (skips cached) -> SegFormer head [-> DetailRefiner, tiny model only]
+      -> bilinear upsample (align_corners=True)
 
 ``model(torch.cat([image, prev_mask], 1), points)['instances']`` is the family's full forward
 and equals ``decode(encode_image(image), points, prev_mask)``.
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 
 from .backbones import BACKBONES, DinoViT, build_backbone
 from .clicks import DISK_RADIUS, encode_clicks, validate_points
+from .detail import DetailRefiner
 from .fusion import FusionStack, token_grid
 from .head import SegFormerHead
 from .layers import PatchEmbed
@@ -45,6 +47,8 @@ class SkipClickConfig:
     DINOv3 yes). ``skip_connections`` needs 4 taps, one per FPN level (strides 4, 8, 16, 32).
     ``train_size``: crop the fusion-stack position table was trained for (its grid is
     ``train_size / patch``).
+    ``detail_channels``: width of a ``DetailRefiner`` after the head (0, every paper config:
+    none); for backbones trained from scratch, whose tokens carry little sub-patch shape.
     """
 
     backbone: str = "dinov2_vitb14_reg"
@@ -60,6 +64,7 @@ class SkipClickConfig:
     head_channels: int = 256
     head_upsample: str = "x1"
     disk_radius: float = DISK_RADIUS
+    detail_channels: int = 0
 
     def __post_init__(self) -> None:
         for f in fields(self):   # JSON round trips give lists
@@ -90,6 +95,7 @@ class ImageFeatures:
     ``pos_embed``: the fusion stack's position table for this grid ``[1, N, C]``.
     ``neck``: each FPN branch's click-independent state (``SimpleFPN.precompute``).
     ``grid``: token grid (gh, gw); ``image_size``: (H, W) of the network input.
+    ``detail``: the ``DetailRefiner``'s stride-2 image features (None without one).
     """
 
     taps: List[Tensor]
@@ -98,6 +104,7 @@ class ImageFeatures:
     neck: List[BranchCache]
     grid: Tuple[int, int]
     image_size: Tuple[int, int]
+    detail: Optional[Tensor] = None
 
     @property
     def batch_size(self) -> int:
@@ -116,7 +123,8 @@ class ImageFeatures:
         return cls([torch.cat(level) for level in zip(*(f.taps for f in features))],
                    torch.cat([f.tokens for f in features]), first.pos_embed,
                    [BranchCache.cat(branch) for branch in zip(*(f.neck for f in features))],
-                   first.grid, first.image_size)
+                   first.grid, first.image_size,
+                   None if first.detail is None else torch.cat([f.detail for f in features]))
 
 
 class FeatureExtractor(nn.Module):
@@ -153,6 +161,7 @@ class SkipClick(nn.Module):
         self.neck = SimpleFPN(dim, config.fpn_dims, skip_dim=dim if config.skip_connections else 0)
         self.head = SegFormerHead(config.fpn_dims, config.head_channels, upsample=config.head_upsample)
         self.fuse = nn.Linear(dim * len(config.tap_blocks), dim) if len(config.tap_blocks) > 1 else None
+        self.detail = DetailRefiner(config.detail_channels) if config.detail_channels else None
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         if config.freeze_backbone:
@@ -172,12 +181,14 @@ class SkipClick(nn.Module):
         if not torch.isfinite(image).all():
             raise ValueError("image contains NaN or inf values")
         grid = token_grid(image.shape[-2:], self.patch_size)
+        normalized = self.normalize(image)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_backbone):
-            taps = self.feature_extractor(self.normalize(image))
+            taps = self.feature_extractor(normalized)
         tokens = self.fuse(torch.cat(taps, dim=-1)) if self.fuse is not None else taps[0]
         neck = self.neck.precompute(taps if self.config.skip_connections else None, grid)
+        detail = self.detail.encode(normalized) if self.detail is not None else None
         return ImageFeatures(taps, tokens, self.backbone_mix.pos_embed_for(grid), neck, grid,
-                             tuple(image.shape[-2:]))
+                             tuple(image.shape[-2:]), detail)
 
     def decode(self, features: ImageFeatures, points: Tensor, prev_mask: Optional[Tensor] = None) -> Tensor:
         """Per-click path: logits ``[B, 1, H, W]`` at the input resolution (before any sigmoid).
@@ -197,9 +208,11 @@ class SkipClick(nn.Module):
         if not torch.isfinite(prev_mask).all():
             raise ValueError("prev_mask contains NaN or inf values")
         validate_points(points, (H, W))
-        click_tokens = self.patch_embed_coords(encode_clicks(points, prev_mask, self.config.disk_radius))
-        x = self.backbone_mix(features.tokens, click_tokens, features.pos_embed)
+        click_maps = encode_clicks(points, prev_mask, self.config.disk_radius)
+        x = self.backbone_mix(features.tokens, self.patch_embed_coords(click_maps), features.pos_embed)
         logits = self.head(self.neck(x, features.grid, features.neck))
+        if self.detail is not None:
+            logits = self.detail(logits, features.detail, click_maps)
         return F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=True)
 
     def forward(self, x: Tensor, points: Tensor) -> Dict[str, Optional[Tensor]]:
