@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -34,6 +35,7 @@ from isegm.engine.experiment import load_model_file  # noqa: E402
 from isegm.inference.evaluation import evaluate_sample  # noqa: E402
 from isegm.inference.predictor import get_predictor  # noqa: E402
 from isegm.model import load_checkpoint, save_checkpoint  # noqa: E402
+from isegm.utils.device import native_reduced_precision  # noqa: E402
 from isegm.utils.vis import draw_prediction  # noqa: E402
 
 MODEL_FILE = REPO / "models" / "quickstart" / "tiny.py"
@@ -51,6 +53,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--epoch-len", type=int, default=None, help="override the recipe's samples per epoch")
     p.add_argument("--workers", type=int, default=1, help="data-loading processes while training")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="training precision; auto: bf16 autocast where the CPU multiplies bf16 natively "
+                        "(AMX / AVX512-BF16: about 1.4x faster here), else fp32")
     return p.parse_args(argv)
 
 
@@ -60,13 +65,35 @@ def run(cmd: List[str]) -> None:
     subprocess.run([str(c) for c in cmd], check=True, cwd=REPO)
 
 
-def evaluate(args: argparse.Namespace, config: Path, method: str, source: List[str]) -> Path:
-    """``evaluate_model.py`` for one method; returns its results JSON."""
-    logs = args.out / "evaluation" / method
-    run([sys.executable, "scripts/evaluate_model.py", "NoBRS", *source, "--datasets", EVAL_DATASET,
-         "--eval-mode", EVAL_MODE, "--suppress-zoom", "--cpu", "--n-clicks", args.n_clicks, "--limit",
-         args.instances, "--model-name", method, "--config-path", config, "--logs-path", logs, "--no-progress"])
-    return next(logs.rglob("results_*.json"))
+def training_precision(choice: str) -> str:
+    """``choice``, with ``auto`` resolved for this CPU (bf16 GEMMs without hardware support are
+    many times slower than fp32)."""
+    if choice != "auto":
+        return choice
+    return "bf16" if native_reduced_precision(torch.device("cpu"), torch.bfloat16) else "fp32"
+
+
+def evaluate(args: argparse.Namespace, config: Path, sources: Dict[str, List[str]]) -> Dict[str, Path]:
+    """``evaluate_model.py`` for each method, all at once, one thread each (the baselines are
+    single-threaded anyway), each one's output in ``evaluation/<method>/log.txt``; returns each
+    method's results JSON."""
+    jobs, env = {}, {**os.environ, "OMP_NUM_THREADS": "1"}
+    for method, source in sources.items():
+        logs = args.out / "evaluation" / method
+        logs.mkdir(parents=True)
+        cmd = [str(c) for c in (
+            sys.executable, "scripts/evaluate_model.py", "NoBRS", *source, "--datasets", EVAL_DATASET,
+            "--eval-mode", EVAL_MODE, "--suppress-zoom", "--cpu", "--n-clicks", args.n_clicks, "--limit",
+            args.instances, "--model-name", method, "--config-path", config, "--logs-path", logs, "--no-progress")]
+        print("\n$ " + " ".join(shlex.quote(c) for c in cmd) + f"  > {logs / 'log.txt'}", flush=True)
+        with open(logs / "log.txt", "w") as log:
+            jobs[method] = (subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), logs)
+    failed = [method for method, (job, _) in jobs.items() if job.wait() != 0]
+    for method in failed:
+        print(f"\nevaluation of {method} failed:\n{(jobs[method][1] / 'log.txt').read_text()}", file=sys.stderr)
+    if failed:
+        raise SystemExit(f"the evaluation of {', '.join(failed)} failed (logs above)")
+    return {method: next(logs.rglob("results_*.json")) for method, (_, logs) in jobs.items()}
 
 
 def summary_table(results: Dict[str, Path], n_clicks: int) -> str:
@@ -125,14 +152,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     for flag, value in (("--epochs", args.epochs), ("--epoch-len", args.epoch_len)):
         if value is not None:
             train += [flag, value]
+    precision = training_precision(args.precision)
+    if precision == "bf16":
+        train.append("--bf16")
     run(train)
     trained = next((out / "experiments").rglob("last_checkpoint.pth"))
     train_seconds = time.time() - start
 
-    results = {"trained": evaluate(args, config, "trained", ["--checkpoint", trained]),
-               "untrained": evaluate(args, config, "untrained", ["--checkpoint", untrained]),
-               "grabcut": evaluate(args, config, "grabcut", ["--baseline", "grabcut"]),
-               "random_walker": evaluate(args, config, "random_walker", ["--baseline", "random_walker"])}
+    results = evaluate(args, config, {"trained": ["--checkpoint", trained], "untrained": ["--checkpoint", untrained],
+                                      "grabcut": ["--baseline", "grabcut"],
+                                      "random_walker": ["--baseline", "random_walker"]})
     report = out / "report"
     run([sys.executable, "scripts/make_tables.py", *results.values(), "--labels", *results, "--table", "4",
          "--datasets", f"4={EVAL_DATASET}", "--miou-plot", report / "miou.png"])
@@ -145,8 +174,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     (report / "README.md").write_text(
         "# Quickstart report\n\n"
         f"Tiny SkipClick (`{MODEL_FILE.relative_to(REPO)}`) trained from scratch on generated winter-sports "
-        f"scenes in {train_seconds / 60:.1f} min, then evaluated with the papers' protocol (RITM click simulator, "
-        f"up to {args.n_clicks} clicks, flip TTA, probability fed back) on the first {args.instances} held-out "
+        f"scenes in {train_seconds / 60:.1f} min ({precision} on the CPU), then evaluated with the papers' "
+        f"protocol (RITM click simulator, up to {args.n_clicks} clicks, flip TTA, probability fed back) on the first {args.instances} held-out "
         f"instances of `{EVAL_DATASET}`, beside the same model untrained and two classical baselines. "
         f"Whole run: {total / 60:.1f} min.\n\n"
         f"{table}\n\n![mIoU after k clicks](miou.png)\n\n"

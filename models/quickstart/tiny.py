@@ -2,7 +2,8 @@
 winter-sports scenes in a few minutes on a CPU (``make quickstart``).
 
 A 6-block ViT with 8 px patches (192 channels) instead of a frozen DINO backbone, 2 fusion
-blocks, a narrow FPN and head; 112 px crops; everything trained.
+blocks, a narrow FPN and head, and a detail refiner that sharpens the mask with the image at
+stride 2 (``isegm/model/detail.py``); 112 px crops; everything trained.
 """
 from isegm.engine.recipes import WINTER, train
 from isegm.model.build import model_from_settings
