@@ -59,9 +59,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def show(cmd: List[str], suffix: str = "") -> None:
+    """Print a step's command line, so it can be rerun by hand."""
+    print("\n$ " + " ".join(shlex.quote(str(c)) for c in cmd) + suffix, flush=True)
+
+
 def run(cmd: List[str]) -> None:
     """Run one step, showing its command line (and its own output)."""
-    print("\n$ " + " ".join(shlex.quote(str(c)) for c in cmd), flush=True)
+    show(cmd)
     subprocess.run([str(c) for c in cmd], check=True, cwd=REPO)
 
 
@@ -85,7 +90,7 @@ def evaluate(args: argparse.Namespace, config: Path, sources: Dict[str, List[str
             sys.executable, "scripts/evaluate_model.py", "NoBRS", *source, "--datasets", EVAL_DATASET,
             "--eval-mode", EVAL_MODE, "--suppress-zoom", "--cpu", "--n-clicks", args.n_clicks, "--limit",
             args.instances, "--model-name", method, "--config-path", config, "--logs-path", logs, "--no-progress")]
-        print("\n$ " + " ".join(shlex.quote(c) for c in cmd) + f"  > {logs / 'log.txt'}", flush=True)
+        show(cmd, f"  > {logs / 'log.txt'}")
         with open(logs / "log.txt", "w") as log:
             jobs[method] = (subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), logs)
     failed = [method for method, (job, _) in jobs.items() if job.wait() != 0]

@@ -30,7 +30,7 @@ from isegm.model.emc import EMC_CONFIGS, EMCClick, EMCConfig, build_emc
 from isegm.model.emc.pretrained import (emc_from_settings, init_for_training, load_imagenet_backbone,
                                         load_emc_weights)
 from isegm.model.losses import MultiTermLoss, NormalizedFocalLossSigmoid, SigmoidBinaryCrossEntropyLoss
-from training_toys import CenterClick, Rectangles, train_under_torchrun
+from training_toys import CenterClick, Rectangles, resumed_equals_straight, train_under_torchrun
 
 TINY = EMCConfig("hrnet", hrnet_width=8, ocr_width=8, small=True, mid_dims=8)
 
@@ -368,12 +368,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     """The shared trainer with EMC-Click's step, loss and schedule: a run cut after 2 of 3 epochs
     and resumed ends with the uninterrupted run's weights and BatchNorm statistics, bit for bit;
     each loss term is logged."""
-    straight = run_trainer(tmp_path / "straight", epochs=3)
-    run_trainer(tmp_path / "cut", epochs=2)
-    resumed = run_trainer(tmp_path / "cut", epochs=3, resume=tmp_path / "cut" / "checkpoints" / "last_checkpoint.pth")
-    assert resumed.start_epoch == 2
-    for key, value in straight.model.state_dict().items():
-        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    straight, resumed = resumed_equals_straight(run_trainer, tmp_path)
     assert [g["lr"] for g in resumed.optimizer.param_groups] == pytest.approx([1e-4, 1e-5])
     logs = (tmp_path / "straight" / "logs" / "scalars.jsonl").read_text()
     for tag in ("Train/loss", "Train/loss_coarse", "Train/loss_aux", "Train/loss_refined", "Val/iou"):

@@ -18,7 +18,7 @@ from isegm.engine.trainer import ClickTraining, Trainer, TrainerConfig
 from isegm.model import VARIANTS, build_skipclick, load_checkpoint, variant_config
 from isegm.model.backbones import BACKBONES
 from isegm.model.losses import NormalizedFocalLossSigmoid
-from training_toys import Rectangles, tiny_model, train_under_torchrun
+from training_toys import Rectangles, resumed_equals_straight, tiny_model, train_under_torchrun
 
 
 # --- loss -----------------------------------------------------------------------------------
@@ -146,12 +146,7 @@ def run_trainer(tmp_path, epochs, resume=None, **overrides):
 
 
 def test_resume_equals_an_uninterrupted_run(tmp_path):
-    straight = run_trainer(tmp_path / "straight", epochs=3)
-    run_trainer(tmp_path / "cut", epochs=2)
-    resumed = run_trainer(tmp_path / "cut", epochs=3, resume=tmp_path / "cut" / "checkpoints" / "last_checkpoint.pth")
-    assert resumed.start_epoch == 2
-    for key, value in straight.model.state_dict().items():
-        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    straight, resumed = resumed_equals_straight(run_trainer, tmp_path)
     assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
     files = sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir())
     assert files == ["000.pth", "001.pth", "002.pth", "last_checkpoint.pth"]

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Tuple
+from typing import Any, Callable, Tuple
 
 import numpy as np
 import torch
@@ -76,3 +76,15 @@ def train_under_torchrun(tmp_path: Path, model_file_text: str, name: str, timeou
     (exp,) = (tmp_path / "exps" / name).iterdir()
     return exp
 
+
+
+def resumed_equals_straight(run_trainer: Callable[..., Any], tmp_path: Path) -> Tuple[Any, Any]:
+    """Train 3 epochs straight, and 2 then resumed to 3; assert the resumed run starts at epoch 2
+    and ends with the straight run's state dict bit for bit. Returns (straight, resumed)."""
+    straight = run_trainer(tmp_path / "straight", epochs=3)
+    run_trainer(tmp_path / "cut", epochs=2)
+    resumed = run_trainer(tmp_path / "cut", epochs=3, resume=tmp_path / "cut" / "checkpoints" / "last_checkpoint.pth")
+    assert resumed.start_epoch == 2
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    return straight, resumed

@@ -46,7 +46,8 @@ class DetailRefiner(nn.Module):
         B); ``click_maps``: ``[B, 3, H, W]`` at the network input (``encode_clicks``).
         """
         size = image_feats.shape[-2:]
-        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
+        if logits.shape[-2:] != size:   # the tiny model's head already is at stride 2
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
         maps = F.interpolate(click_maps.to(logits.dtype), size=size, mode="area")
         feats = image_feats.expand(logits.shape[0], -1, -1, -1).to(logits.dtype)
         return logits + self.refine(torch.cat([logits, feats, maps], dim=1))
