@@ -34,8 +34,8 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from isegm.model import EMC_CONFIGS, EMCClick, ImageFeatures, SkipClick, build_emc, build_skipclick  # noqa: E402
-from isegm.model.clicks import encode_clicks  # noqa: E402
-from isegm.model.fusion import FusionStack  # noqa: E402
+from isegm.model.click_maps import encode_clicks  # noqa: E402
+from isegm.model.skipclick.fusion import FusionStack  # noqa: E402
 from isegm.utils.device import device_name, native_reduced_precision, select_device  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

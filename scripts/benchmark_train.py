@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from isegm.engine.optimizer import get_optimizer  # noqa: E402
 from isegm.engine.trainer import ClickTraining  # noqa: E402
 from isegm.model import build_skipclick  # noqa: E402
-from isegm.model.losses import NormalizedFocalLossSigmoid  # noqa: E402
+from isegm.engine.losses import NormalizedFocalLossSigmoid  # noqa: E402
 from isegm.utils.device import device_name, select_device  # noqa: E402
 
 MAX_CLICKS = 3

@@ -18,7 +18,7 @@ import test_emc_parity as parity
 from conftest import REPO, SHARED
 from isegm.data.sample import DSample
 from isegm.inference import BasePredictor, Click, Clicker, EMCPredictor, get_predictor, run_dataset, supports_batching
-from isegm.inference.emc_predictor import emc_net_size, emc_short_side
+from isegm.model.emc.predictor import emc_net_size, emc_short_side
 from isegm.model import EMCClick, build_emc, build_skipclick, load_checkpoint, save_emc_checkpoint
 
 

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 
 from conftest import REPO
 from isegm.data.points_sampler import FirstPointSampler
-from isegm.engine.clicks import add_next_clicks, draw_num_clicks
-from isegm.engine.emc_step import EMCClickTraining
+from isegm.engine.click_simulation import add_next_clicks, draw_num_clicks
+from isegm.model.emc.training import EMCClickTraining
 from isegm.engine.experiment import load_model_file
 from isegm.engine.optimizer import get_optimizer
 from isegm.engine.recipes import (EMC_HR32, EMC_HRNET, EMC_HRNET_LR_MULTS, EMC_SEGB3, EMC_SEGFORMER,
@@ -29,7 +29,7 @@ from isegm.model import build_skipclick, save_checkpoint
 from isegm.model.emc import EMC_CONFIGS, EMCClick, EMCConfig, build_emc
 from isegm.model.emc.pretrained import (emc_from_settings, init_for_training, load_imagenet_backbone,
                                         load_emc_weights)
-from isegm.model.losses import MultiTermLoss, NormalizedFocalLossSigmoid, SigmoidBinaryCrossEntropyLoss
+from isegm.engine.losses import MultiTermLoss, NormalizedFocalLossSigmoid, SigmoidBinaryCrossEntropyLoss
 from training_toys import CenterClick, Rectangles, resumed_equals_straight, train_under_torchrun
 
 TINY = EMCConfig("hrnet", hrnet_width=8, ocr_width=8, small=True, mid_dims=8)
@@ -318,7 +318,7 @@ def test_one_training_step_per_configuration(name):
 @functools.lru_cache(maxsize=None)
 def winter_batch(n: int = 4, size: int = 64):
     from isegm.data.datasets import WinterSportsDataset
-    from isegm.data.transforms import validation_augmentation
+    from isegm.data.augmentation import validation_augmentation
     data = WinterSportsDataset(FirstPointSampler(8), num_scenes=n, size=(size, size), min_object_area=20,
                                framing="close", augmentation=validation_augmentation((size, size)))
     items = [data[i] for i in range(n)]

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from isegm.model.head import SegFormerHead, resize_matrix
-from isegm.model.neck import SimpleFPN
-from isegm.model.norm_fold import foldable
+from isegm.model.skipclick.head import SegFormerHead, resize_matrix
+from isegm.model.skipclick.neck import SimpleFPN
+from isegm.model.skipclick.norm_fold import foldable
 
 GRID = (4, 6)
 DIM = 32

@@ -295,7 +295,7 @@ def test_head_upsampling_options(upsample, factor):
 def test_model_files_keep_the_variants_head_width_for_each_upsample_setting():
     """train.py --upsample: the authors' 256 / 128 / 64 channels for the paper rows; the tiny
     model keeps its own width (64 x factor) instead of being widened to the paper's."""
-    from isegm.model.build import model_from_settings
+    from isegm.model.skipclick import model_from_settings
     assert model_from_settings("intermediate_features", {"upsample": "x2"}).config.head_channels == 128
     assert [model_from_settings("tiny", {"upsample": u}).config.head_channels for u in ("x1", "x4")] == [64, 16]
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from conftest import REPO
-from isegm.engine.clicks import add_next_clicks
+from isegm.engine.click_simulation import add_next_clicks
 from isegm.engine.optimizer import get_optimizer, layer_decay_groups
 from isegm.engine.trainer import ClickTraining, Trainer, TrainerConfig
 from isegm.model import VARIANTS, build_skipclick, load_checkpoint, variant_config
 from isegm.model.backbones import BACKBONES
-from isegm.model.losses import NormalizedFocalLossSigmoid
+from isegm.engine.losses import NormalizedFocalLossSigmoid
 from training_toys import Rectangles, resumed_equals_straight, tiny_model, train_under_torchrun
 
 
@@ -170,7 +170,7 @@ DDP_MODEL_FILE = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from isegm.engine.optimizer import get_optimizer
     from isegm.engine.trainer import Trainer, TrainerConfig
-    from isegm.model.losses import NormalizedFocalLossSigmoid
+    from isegm.engine.losses import NormalizedFocalLossSigmoid
     from training_toys import Rectangles, tiny_model
 
     def main(cfg):
@@ -201,7 +201,7 @@ def test_loss_falls_on_generated_scenes():
     re-weights the remaining errors every step, so it falls unevenly; the IoU shows the learning.)"""
     from isegm.data.datasets import WinterSportsDataset
     from isegm.data.points_sampler import MultiPointSampler
-    from isegm.data.transforms import validation_augmentation
+    from isegm.data.augmentation import validation_augmentation
     torch.manual_seed(0)
     model = build_skipclick("tiny").train()
     data = WinterSportsDataset(MultiPointSampler(8), num_scenes=4, size=(112, 112), min_object_area=40,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from isegm.data.sample import TrainingSample
-from isegm.data.transforms import (Compose, HorizontalFlip, PadIfNeeded, RandomBrightnessContrast, RandomCrop,
+from isegm.data.augmentation import (Compose, HorizontalFlip, PadIfNeeded, RandomBrightnessContrast, RandomCrop,
                                    RGBShift, UniformRandomResize, resize_nearest, training_augmentation,
                                    validation_augmentation)
 

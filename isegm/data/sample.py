@@ -44,7 +44,7 @@ class DSample:
 
 
 # A mask transform for training: (image H x W x 3 uint8, label layers H x W x L int32, rng)
-# -> (image, layers), the same geometric change applied to both (isegm.data.transforms).
+# -> (image, layers), the same geometric change applied to both (isegm.data.augmentation).
 Augmentation = Callable[[np.ndarray, np.ndarray, np.random.Generator], Tuple[np.ndarray, np.ndarray]]
 
 

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from ..data.points_sampler import FirstPointSampler, MultiPointSampler
-from ..data.transforms import training_augmentation, validation_augmentation
-from ..model.losses import MultiTermLoss, NormalizedFocalLossSigmoid, SigmoidBinaryCrossEntropyLoss
+from ..data.augmentation import training_augmentation, validation_augmentation
+from .losses import MultiTermLoss, NormalizedFocalLossSigmoid, SigmoidBinaryCrossEntropyLoss
 from .optimizer import get_optimizer
 from .trainer import Trainer, TrainerConfig
 

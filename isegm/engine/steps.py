@@ -21,8 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from ..model.emc import EMCClick
-from .clicks import add_next_clicks
-from .emc_step import EMCClickTraining
+from .click_simulation import add_next_clicks
+from ..model.emc.training import EMCClickTraining
 
 if TYPE_CHECKING:
     from .trainer import TrainerConfig

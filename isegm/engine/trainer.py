@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..model.checkpoint import save_checkpoint
 from ..utils import distributed as dist_utils
 from ..utils.vis import draw_prediction
-from .clicks import PRED_THRESHOLD, draw_num_clicks
+from .click_simulation import PRED_THRESHOLD, draw_num_clicks
 from .steps import ClickTraining, click_step_for
 
 __all__ = ["ClickTraining", "ScalarLog", "Trainer", "TrainerConfig"]   # ClickTraining lives in .steps

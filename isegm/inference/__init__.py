@@ -1,7 +1,7 @@
 """Evaluation: the click simulator, the predictor chain, the loop and its scores."""
 from .baselines import GrabCutPredictor, RandomWalkerPredictor, get_baseline
 from .clicker import Click, Clicker, ClickSampler
-from .emc_predictor import EMCPredictor  # registers EMC-Click's predictor for get_predictor
+from ..model.emc.predictor import EMCPredictor  # registers EMC-Click's predictor for get_predictor
 from .evaluation import (DatasetResult, InstanceResult, InstanceRun, baseline_clicker, evaluate_dataset,
                          evaluate_sample, merge_results, run_dataset, supports_batching)
 from .metrics import compute_noc_metric, get_iou, get_results_table, miou_at_k, noc_thresholds, results_row

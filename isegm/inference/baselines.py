@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 import cv2
 import numpy as np
 
-from ..model.clicks import DISK_RADIUS
+from ..model.click_maps import DISK_RADIUS
 from ..utils.images import to_uint8_rgb
 from .clicker import Click, Clicker
 

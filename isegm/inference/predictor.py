@@ -312,7 +312,7 @@ def get_predictor(net: Network, eval_mode: str = "cvpr", dataset_name: str = "",
                   device: Union[str, torch.device] = "cpu") -> Any:
     """The predictor ``evaluate_model.py`` builds (mode NoBRS, flip TTA on): the factory
     registered for ``net``'s class (``register_predictor``; EMC-Click's is
-    ``isegm.inference.emc_predictor``), otherwise ``BasePredictor`` with the family's ZoomIn.
+    ``isegm.model.emc.predictor``), otherwise ``BasePredictor`` with the family's ZoomIn.
     SkipClick's official setting: ``eval_mode='cvpr', suppress_zoom=True``."""
     settings = dict(eval_mode=eval_mode, dataset_name=dataset_name, model_kind=model_kind,
                     suppress_zoom=suppress_zoom, with_flip=with_flip, clicks_limit=clicks_limit, device=device)

@@ -31,12 +31,12 @@ from torch import Tensor
 
 from ..utils.files import atomic_write
 from .backbones import BACKBONES, BackboneSpec
-from .build import PathLike, missing_weights_message, variant_config
+from .skipclick.variants import PathLike, missing_weights_message, variant_config
 from .emc import EMC_CONFIGS, EMCClick, EMCConfig, emc_from_checkpoint, is_emc_checkpoint, load_emc_state
 from .emc.checkpoint import AUTHORS_CLASSES as EMC_AUTHORS_CLASSES
-from .head import UPSAMPLE_FACTORS
+from .skipclick.head import UPSAMPLE_FACTORS
 from .state_dict import load_strict
-from .skipclick import IMAGENET_MEAN, IMAGENET_STD, SkipClick, SkipClickConfig
+from .skipclick.model import IMAGENET_MEAN, IMAGENET_STD, SkipClick, SkipClickConfig
 
 FORMAT = "skipclick-checkpoint/1"
 AUTHORS_CLASS = "isegm.model.is_featurevit_model.FeatureVitModel"

@@ -11,7 +11,7 @@ The paper's recipe with a shorter schedule and a lower learning rate; change any
 from dataclasses import replace
 
 from isegm.engine.recipes import COCOLVIS, train
-from isegm.model.build import model_from_settings
+from isegm.model.skipclick import model_from_settings
 
 VARIANT = "skipclick"
 MODEL_NAME = "skipclick_coco_finetune"

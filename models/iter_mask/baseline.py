@@ -5,7 +5,7 @@ Like the authors' code, it reads block 2 (the block-2 quirk, isegm.model.BLOCK2_
 Authors' model file: models/iter_mask/featurevit_base448_cocolvis_itermask_unfrozen.py
 """
 from isegm.engine.recipes import COCOLVIS, train
-from isegm.model.build import model_from_settings
+from isegm.model.skipclick import model_from_settings
 
 VARIANT = "baseline"
 MODEL_NAME = "featurevit_base448_cocolvis_itermask_unfrozen"

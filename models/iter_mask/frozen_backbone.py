@@ -4,7 +4,7 @@ As Baseline with the backbone frozen (block-2 quirk included, isegm.model.BLOCK2
 Authors' model file: models/iter_mask/featurevit_base448_cocolvis_itermask.py
 """
 from isegm.engine.recipes import COCOLVIS, train
-from isegm.model.build import model_from_settings
+from isegm.model.skipclick import model_from_settings
 
 VARIANT = "frozen_backbone"
 MODEL_NAME = "featurevit_base448_cocolvis_itermask"

@@ -4,7 +4,7 @@ Blocks 2, 5, 8, 11 of the frozen backbone fused by a Linear(4C -> C).
 Authors' model file: models/iter_mask/featurevit_base448_cocolvis_itermask_intermediate.py
 """
 from isegm.engine.recipes import COCOLVIS, train
-from isegm.model.build import model_from_settings
+from isegm.model.skipclick import model_from_settings
 
 VARIANT = "intermediate_features"
 MODEL_NAME = "featurevit_base448_cocolvis_itermask_intermediate"

@@ -4,7 +4,7 @@ Adds skip connections from the tapped blocks into each FPN branch.
 Authors' model file: models/iter_mask/featurevit_base448_cocolvis_itermask_intermediate_skip.py
 """
 from isegm.engine.recipes import COCOLVIS, train
-from isegm.model.build import model_from_settings
+from isegm.model.skipclick import model_from_settings
 
 VARIANT = "skipclick"
 MODEL_NAME = "featurevit_base448_cocolvis_itermask_intermediate_skip"

@@ -4,7 +4,7 @@ Full SkipClick with 6 fusion blocks instead of 4.
 Authors' model file: models/iter_mask/featurevit_base448_cocolvis_itermask_intermediate_skip_p6.py
 """
 from isegm.engine.recipes import COCOLVIS, train
-from isegm.model.build import model_from_settings
+from isegm.model.skipclick import model_from_settings
 
 VARIANT = "skipclick_depth6"
 MODEL_NAME = "featurevit_base448_cocolvis_itermask_intermediate_skip_p6"

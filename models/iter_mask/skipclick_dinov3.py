@@ -4,7 +4,7 @@ Full SkipClick on a frozen DINOv3 ViT-B/16 (RoPE, taps after the final norm).
 Authors' model file: models/iter_mask/featurevit_dinov3_base448_cocolvis_itermask_intermediate_skip.py
 """
 from isegm.engine.recipes import COCOLVIS, train
-from isegm.model.build import model_from_settings
+from isegm.model.skipclick import model_from_settings
 
 VARIANT = "skipclick_dinov3"
 MODEL_NAME = "featurevit_dinov3_base448_cocolvis_itermask_intermediate_skip"

@@ -6,7 +6,7 @@ blocks, a narrow FPN and head, and a detail refiner that sharpens the mask with 
 stride 2 (``isegm/model/detail.py``); 112 px crops; everything trained.
 """
 from isegm.engine.recipes import WINTER, train
-from isegm.model.build import model_from_settings
+from isegm.model.skipclick import model_from_settings
 
 VARIANT = "tiny"
 MODEL_NAME = "tiny"

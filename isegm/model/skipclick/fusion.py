@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import Block
+from ..layers import Block
 
 
 class FusionStack(nn.Module):

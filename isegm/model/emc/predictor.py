@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..model.emc import EMCClick, EMCState
-from .clicker import Click, Clicker
-from .predictor import image_tensor, points_from_clicks, register_predictor, stack_features
-from .transforms import add_flip, flip_clicks, merge_flip, resize
+from .model import EMCClick, EMCState
+from ...inference.clicker import Click, Clicker
+from ...inference.predictor import image_tensor, points_from_clicks, register_predictor, stack_features
+from ...inference.transforms import add_flip, flip_clicks, merge_flip, resize
 
 # Network-input short side per dataset for ``--eval-mode cvpr`` (the authors' ``emc-click`` mode);
 # other datasets get EMC_DEFAULT_SHORT_SIDE.

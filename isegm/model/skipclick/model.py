@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backbones import BACKBONES, DinoViT, build_backbone
-from .clicks import DISK_RADIUS, encode_clicks, validate_points
+from ..backbones import BACKBONES, DinoViT, build_backbone
+from ..click_maps import DISK_RADIUS, encode_clicks, validate_points
 from .detail import DetailRefiner
 from .fusion import FusionStack, token_grid
 from .head import SegFormerHead
-from .layers import PatchEmbed
+from ..layers import PatchEmbed
 from .neck import BranchCache, SimpleFPN
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -11,9 +11,9 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 
-from .backbones import BACKBONES
+from ..backbones import BACKBONES
 from .head import UPSAMPLE_FACTORS
-from .skipclick import SkipClick, SkipClickConfig
+from .model import SkipClick, SkipClickConfig
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -105,7 +105,7 @@ def model_from_settings(variant: str, cfg: Mapping[str, Any]) -> SkipClick:
     overrides = dict(head_upsample=upsample,
                      head_channels=variant_config(variant).head_channels // UPSAMPLE_FACTORS[upsample])
     if cfg.get("weights"):
-        from .checkpoint import load_checkpoint
+        from ..checkpoint import load_checkpoint
         model = build_skipclick(variant, **overrides)
         model.load_state_dict(load_checkpoint(cfg["weights"]).state_dict())
         return model

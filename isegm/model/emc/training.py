@@ -25,13 +25,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..model.emc import EMCClick, EMCState
-from ..model.emc.corrector import resize_ac
-from ..model.emc.model import first_click_points
-from .clicks import add_next_clicks
+from .model import EMCClick, EMCState
+from .corrector import resize_ac
+from .model import first_click_points
+from ...engine.click_simulation import add_next_clicks
 
 if TYPE_CHECKING:
-    from .trainer import TrainerConfig
+    from ...engine.trainer import TrainerConfig
 
 
 class EMCClickTraining(nn.Module):
