@@ -229,24 +229,24 @@ def run_emc_size(model: EMCClick, size: Tuple[int, int], args: argparse.Namespac
             torch.cuda.reset_peak_memory_stats(device)
         encode, first = [], []
         for _ in range(args.warmup + args.encode_repeats):
-            encode_s, first_s = first_click_seconds(lambda: model.encode(image, clicks[0]),
+            encode_s, first_s = first_click_seconds(lambda: model.encode_image(image, clicks[0]),
                                                     lambda state: model.correct(state, clicks[0]), device)
             encode.append(encode_s)
             first.append(first_s)
         result["encode"] = stats_ms(encode[args.warmup:])
         result["first_click"] = stats_ms(first[args.warmup:])
-        state = model.encode(image, clicks[0])
+        state = model.encode_image(image, clicks[0])
         per_click = [timed(lambda: model.correct(state, points), device) for points in clicks]
         result["correct"] = stats_ms(per_click[args.warmup:])
         result["peak_memory_mb"] = peak_memory_mb(device)
-        result["gflops"] = {"first_click": gflops(lambda: model.correct(model.encode(image, clicks[0]), clicks[0])),
+        result["gflops"] = {"first_click": gflops(lambda: model.correct(model.encode_image(image, clicks[0]), clicks[0])),
                             "per_click": gflops(lambda: model.correct(state, clicks[-1]))}
     if dtype != torch.float32:
         last = clicks[-1]
         with torch.inference_mode():
-            ref = model.correct(model.encode(image, last), last).logits
+            ref = model.correct(model.encode_image(image, last), last).logits
             with autocast:
-                low = model.correct(model.encode(image, last), last).logits
+                low = model.correct(model.encode_image(image, last), last).logits
         result["mask_agreement_vs_fp32"] = ((ref > 0) == (low.float() > 0)).float().mean().item()
     return result
 

@@ -45,8 +45,8 @@ def test_clicks_undo_objects_and_save(images: Path, tmp_path: Path, emc_checkpoi
     """The base network runs on each object's first click only (opening an image runs nothing);
     undo gives back the earlier mask, and clicking again after it the same mask as before."""
     encoded: List[tuple] = []
-    original = EMCClick.encode
-    monkeypatch.setattr(EMCClick, "encode", lambda self, image, points: encoded.append(tuple(image.shape))
+    original = EMCClick.encode_image
+    monkeypatch.setattr(EMCClick, "encode_image", lambda self, image, points: encoded.append(tuple(image.shape))
                         or original(self, image, points))
     backend = load_backend(str(emc_checkpoint), torch.device("cpu"), size=SIZE)
     out = tmp_path / "out"

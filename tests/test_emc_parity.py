@@ -35,7 +35,8 @@ from conftest import shared_path
 from isegm.inference.clicker import Click
 from isegm.inference.predictor import points_from_clicks
 from isegm.inference.transforms import add_flip, flip_clicks, merge_flip, resize
-from isegm.model.emc import (EMC_CONFIGS, EMCClick, authors_config, build_emc, click_maps, config_from_authors,
+from isegm.model.click_maps import click_maps
+from isegm.model.emc import (EMC_CONFIGS, EMCClick, authors_config, build_emc, config_from_authors,
                              is_emc_checkpoint, load_emc_checkpoint, load_emc_state, save_emc_checkpoint)
 
 GOLDEN_MODELS = {"hrnet18s": "hr18s", "segformer_b0": "segb0"}   # fixture name -> our config
@@ -280,7 +281,7 @@ def net_run(name: str) -> Dict[str, Any]:
                 before = recorder.calls["feature_extractor"]
                 if state is None:
                     recorder.prefix = "net.base."
-                    state = model.encode(image, points)
+                    state = model.encode_image(image, points)
                     _unpack_intermediates(recorder.values, recorder.prefix)
                     recorder.values.update({"net.image_nd_rgb": image, "net.base.feature": state.feature,
                                             "net.base.logits_lr": state.coarse_logits_lr,
@@ -325,7 +326,7 @@ def pred_run(name: str) -> Dict[str, Any]:
             p = f"pred.click{c}."
             points = pred_points(c)
             if state is None:
-                state = model.encode(image, points)
+                state = model.encode_image(image, points)
                 values["pred.base.logits_lr"] = state.coarse_logits_lr
                 values["first_state"] = dataclasses.replace(state)
             prev = state.prev_logits_lr
@@ -732,7 +733,7 @@ def test_forward_is_encode_then_decode(small_model):
     image, points = _small_inputs()
     with torch.no_grad():
         out = small_model(torch.cat([image, torch.zeros_like(image[:, :1])], 1), points)
-        state = small_model.encode(image, points)
+        state = small_model.encode_image(image, points)
         logits = small_model.decode(state, points)
     assert torch.equal(out["instances"], logits)
     assert out["instances"].shape == (2, 1, 64, 48) and out["instances_lr"].shape == (2, 1, 16, 12)
@@ -755,7 +756,7 @@ def test_base_network_sees_only_the_first_click(small_model):
     more = torch.tensor([[[20.0, 30.0, 0.0], [30.0, 30.0, 2.0], [-1, -1, -1], [-1, -1, -1]],
                          [[10.0, 11.5, 1.0], [5.0, 5.0, 2.0], [40.0, 7.0, 0.0], [-1, -1, -1]]], dtype=torch.float64)
     with torch.no_grad():
-        a, b = small_model.encode(image, points), small_model.encode(image, more)
+        a, b = small_model.encode_image(image, points), small_model.encode_image(image, more)
     assert torch.equal(a.coarse_logits_lr, b.coarse_logits_lr) and torch.equal(a.feature, b.feature)
 
 
@@ -774,10 +775,10 @@ def test_click_maps_round_the_float64_offsets_once():
 def test_input_errors_name_the_fix(small_model):
     image, points = _small_inputs()
     with pytest.raises(ValueError, match="multiples of 4"):
-        small_model.encode(image[..., :62, :], points)
+        small_model.encode_image(image[..., :62, :], points)
     with pytest.raises(ValueError, match=r"points must be \[B=2, 2N, 3\]"):
-        small_model.encode(image, points[:, :1])
+        small_model.encode_image(image, points[:, :1])
     with pytest.raises(ValueError, match=r"\[B, 4, H, W\]"):
         small_model(image, points)
     with pytest.raises(ValueError, match="fewer 1/4-resolution pixels than the 64 templates"):
-        small_model.encode(image[..., :28, :28], points)
+        small_model.encode_image(image[..., :28, :28], points)

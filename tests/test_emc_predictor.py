@@ -17,8 +17,8 @@ import torch
 import test_emc_parity as parity
 from conftest import REPO, SHARED
 from isegm.data.sample import DSample
-from isegm.inference import BasePredictor, Click, Clicker, EMCPredictor, get_predictor, run_dataset, supports_batching
-from isegm.model.emc.predictor import emc_net_size, emc_short_side
+from isegm.inference import BasePredictor, Click, Clicker, get_predictor, run_dataset, supports_batching
+from isegm.model.emc.predictor import EMCPredictor, emc_net_size, emc_short_side
 from isegm.model import EMCClick, build_emc, build_skipclick, load_checkpoint, save_emc_checkpoint
 
 
@@ -110,12 +110,12 @@ def test_predictor_reproduces_the_flip_batch_evaluation(name, monkeypatch):
         pytest.skip(f"{name}: on this machine click(s) {sorted(direct['forced'])} hit a near-tie template swap "
                     "(README, Tolerance), which only teacher forcing reproduces")
     encodes: List[int] = []
-    original = EMCClick.encode
-    monkeypatch.setattr(EMCClick, "encode", lambda self, *a: encodes.append(1) or original(self, *a))
+    original = EMCClick.encode_image
+    monkeypatch.setattr(EMCClick, "encode_image", lambda self, *a: encodes.append(1) or original(self, *a))
 
     predictor = get_predictor(model, "cvpr", "GrabCut")
     predictor.set_input_image(parity.inputs()["image_orig"])
-    parity.assert_float(g, "pred.image_nd_rgb", predictor._net_image)
+    parity.assert_float(g, "pred.image_nd_rgb", predictor._work.net_image)
     clicker = Clicker()
     for c in parity.CLICKS:
         y, x, positive = parity.inputs()["clicks_orig"][c - 1]

@@ -426,5 +426,5 @@ def test_trainer_checkpoint_of_emc_loads_with_load_checkpoint(tmp_path):
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
     assert load_checkpoint(path, variant="segb0").config == model.config
-    with pytest.raises(ValueError, match="not 'hr18s'"):
+    with pytest.raises(ValueError, match="not variant 'hr18s'"):
         load_checkpoint(path, variant="hr18s")

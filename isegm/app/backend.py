@@ -33,6 +33,7 @@ from PIL import Image, UnidentifiedImageError
 from ..inference.baselines import get_baseline
 from ..inference.clicker import Click, Clicker
 from ..inference.predictor import get_predictor
+from ..model.families import family_of
 from ..utils.device import device_name, native_reduced_precision
 
 # Longest side of the image the model and the page work on; masks are upsampled to full size.
@@ -103,7 +104,8 @@ def model_backend(model: torch.nn.Module, device: torch.device, size: Optional[i
         return get_predictor(model, eval_mode=eval_mode, suppress_zoom=True, with_flip=flip, device=device)
 
     make_predictor()   # fail now on a size or model the family's predictor refuses
-    label = name or type(model).__name__
+    family = family_of(model)
+    label = name or (family.name if family is not None else type(model).__name__)
     return Backend(f"{label}, {'default size' if size is None else f'{size} px'}, {dtype}"
                    f"{', flip TTA' if flip else ''}, {device.type} "
                    f"({device_name(device)})", make_predictor, precision=precision, notice=notice)
@@ -280,4 +282,4 @@ def load_backend(checkpoint: Optional[str], device: torch.device, size: Optional
         return baseline_backend(baseline)
     from ..model import load_checkpoint
     model = load_checkpoint(checkpoint, device=device)
-    return model_backend(model, device, size, dtype, flip, name=f"{type(model).__name__} {Path(checkpoint).name}")
+    return model_backend(model, device, size, dtype, flip, name=f"{family_of(model).name} {Path(checkpoint).name}")

@@ -7,22 +7,21 @@ clicks without gradients, then the prediction with gradients. ``outputs`` is the
 the final prediction (a ``MultiTermLoss`` reads the others). ``Step.from_config(model, config)``
 builds it from the trainer's settings.
 
-The trainer takes a model's step from ``CLICK_STEPS`` by the model's class (``click_step_for``);
-a class not listed trains with ``ClickTraining``, which needs only the RITM family's
-``model(cat([image, prev_mask], 1), points)['instances']`` (and ``encode_image`` / ``decode`` for
-feature reuse). A new family adds its step here.
+The trainer takes a model's step from its family's registry record (``click_step_for``,
+``isegm.model.families``); a model of no registered family trains with ``ClickTraining``, which
+needs only the RITM family's ``model(cat([image, prev_mask], 1), points)['instances']`` (and
+``encode_image`` / ``decode`` for feature reuse).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, Tuple
+from typing import TYPE_CHECKING, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..model.emc import EMCClick
+from ..model.families import family_of
 from .click_simulation import add_next_clicks
-from ..model.emc.training import EMCClickTraining
 
 if TYPE_CHECKING:
     from .trainer import TrainerConfig
@@ -65,11 +64,9 @@ class ClickTraining(nn.Module):
         return model.decode(features, points, prev), points
 
 
-# Model class -> its step; subclasses inherit their parent's entry.
-CLICK_STEPS: Dict[type, type] = {EMCClick: EMCClickTraining}
-
-
 def click_step_for(model: nn.Module, config: "TrainerConfig") -> nn.Module:
-    """The training step of ``model``'s family (``CLICK_STEPS``; ``ClickTraining`` otherwise)."""
-    step = next((CLICK_STEPS[cls] for cls in type(model).__mro__ if cls in CLICK_STEPS), ClickTraining)
-    return step.from_config(model, config)
+    """The training step of ``model``'s family (``ClickTraining`` for a model of none)."""
+    family = family_of(model)
+    if family is None:
+        return ClickTraining.from_config(model, config)
+    return family.make_training_step(model, config)

@@ -14,20 +14,22 @@ Two kinds of network are driven: late-fusion models with ``encode_image`` / ``de
 (SkipClick), whose image encoder runs once per network image (image and flipped copy in one
 batch) and is reused while the crop is unchanged, and any callable
 ``net(cat([image, prev], 1) [B, 4, h, w], points [B, 2P, 3]) -> logits [B, 1, h, w]`` (or a dict
-with ``'instances'``), the family's forward. A model family with another protocol registers a
-factory of its own predictor for ``get_predictor`` (``register_predictor``; EMC-Click does).
+with ``'instances'``), the family's forward. ``RITMChain`` is this chain as a protocol of the
+prediction engine (``isegm.inference.engine``); a model family with another protocol names its
+own predictor in its registry record, and ``get_predictor`` builds it.
 """
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from ..utils.images import check_rgb
-from .clicker import Click, Clicker
+from ..model.families import family_of
+from .clicker import Click
+from .engine import ClickPredictor, Outcome, PredictionProtocol, Step, points_from_clicks, stack_features
 from .transforms import BBox, ZoomIn, add_flip, flip_clicks, merge_flip, resize
 
 # Network input side per dataset for ``--eval-mode cvpr`` (WSESeg = every ``WSESeg_<class>``);
@@ -40,8 +42,6 @@ RITM_DEFAULT_CVPR_SIZE = 400
 # "simpleclick" and "skipclick" share the protocol (the original's --eval-fvit only skips a
 # positional-embedding interpolation outside the predictor).
 MODEL_KINDS = ("skipclick", "simpleclick", "ritm")
-
-PADDING = (-1, -1, -1)
 
 # A late-fusion model (encode_image / decode) or the family's forward net(x, points).
 Network = Union[torch.nn.Module, Callable[[Tensor, Tensor], Union[Tensor, Dict[str, Tensor]]]]
@@ -76,55 +76,126 @@ def zoom_in_params(eval_mode: str = "cvpr", dataset_name: str = "", model_kind: 
     raise ValueError(f"unknown eval_mode {eval_mode!r}; expected cvpr, fixedN or fixedH,W")
 
 
-def points_from_clicks(clicks_lists: Sequence[Sequence[Click]], clicks_limit: Optional[int] = None) -> Tensor:
-    """The RITM points layout ``[B, 2P, 3]`` (float64) of one click list per batch item.
+@dataclass
+class ChainImage:
+    """The chain's per-image record: the image ``[1, 3, H, W]``, its zoom-in (the crop of the
+    object being segmented), and the network image (with its flipped copy) of the crop ``key``
+    with a late-fusion model's features of it."""
 
-    Rows are ``(y, x, click index)``: the positive clicks padded with ``(-1, -1, -1)`` to P, then
-    the negative clicks padded the same. P = the largest count of one sign in any full list,
-    capped by ``clicks_limit``, at least 1; ``clicks_limit`` keeps the first clicks of each list.
-    """
-    counts = [n for clicks in clicks_lists for n in (sum(c.is_positive for c in clicks),
-                                                     sum(not c.is_positive for c in clicks))]
-    num_points = max(counts)
-    if clicks_limit is not None:
-        num_points = min(clicks_limit, num_points)
-    num_points = max(1, num_points)
-    rows = []
-    for clicks in clicks_lists:
-        clicks = clicks[:clicks_limit]
-        pos = [c.coords_and_indx for c in clicks if c.is_positive]
-        neg = [c.coords_and_indx for c in clicks if not c.is_positive]
-        rows.append(pos + [PADDING] * (num_points - len(pos)) + neg + [PADDING] * (num_points - len(neg)))
-    return torch.tensor(rows, dtype=torch.float64)
+    image: Tensor
+    zoom_in: Optional[ZoomIn]
+    key: Optional[Tuple[Optional[BBox]]] = None
+    net_image: Optional[Tensor] = None
+    features: Any = None
 
 
-def stack_features(features: Sequence[Any]) -> Any:
-    """Image features of several images as one batch: tensors are concatenated, other types
-    stack themselves with a ``cat`` class method (SkipClick's ``ImageFeatures.cat``)."""
-    if len(features) == 1:
-        return features[0]
-    if isinstance(features[0], Tensor):
-        return torch.cat(list(features))
-    if not callable(getattr(type(features[0]), "cat", None)):
-        raise TypeError(f"{type(features[0]).__name__} has no cat(features) class method: features of several "
-                        "images cannot be batched; evaluate with batch size 1")
-    return type(features[0]).cat(features)
+@dataclass
+class ChainStep:
+    """One object's click: its crop, network image, previous mask and click lists (the
+    flipped copy's second)."""
+
+    roi: Optional[BBox]
+    image: Tensor
+    prev: Tensor
+    clicks_lists: List[List[Click]]
+    features: Any
 
 
-def image_tensor(image: np.ndarray, device: Union[str, torch.device] = "cpu") -> Tensor:
-    """H x W x 3 RGB (uint8, or float in [0, 1]) -> ``[1, 3, H, W]`` float32 in [0, 1] on ``device``
-    (uint8 / 255, as the family's ``ToTensor``)."""
-    image = check_rgb(image)
-    if image.dtype == np.uint8:
-        tensor = torch.from_numpy(image).permute(2, 0, 1).float().div(255)
-    else:
-        tensor = torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1)
-    return tensor[None].contiguous().to(device)
+class RITMChain(PredictionProtocol[ChainImage, Tensor]):
+    """The RITM family's chain (module docstring); an object's state is its previous
+    probability map ``[1, 1, H, W]``, the zoom-in's crop lives in the image's record."""
+
+    def __init__(self, net: Network, zoom_in: Optional[ZoomIn] = None, with_flip: bool = True,
+                 clicks_limit: Optional[int] = None, device: Union[str, torch.device] = "cpu") -> None:
+        super().__init__(net, with_flip, clicks_limit, device)
+        self.zoom_in = zoom_in
+        self.late_fusion = hasattr(net, "encode_image") and hasattr(net, "decode")
+
+    def open_image(self, image: Tensor) -> ChainImage:
+        zoom_in = copy.deepcopy(self.zoom_in)
+        if zoom_in is not None:
+            zoom_in.reset(tuple(image.shape[-2:]))
+        return ChainImage(image, zoom_in)
+
+    def new_object(self, work: ChainImage) -> Tensor:
+        return torch.zeros_like(work.image[:, :1])
+
+    def precompute(self, work: ChainImage) -> None:
+        """A late-fusion model's encoding of the crop the first click uses; the family's forward
+        has nothing to precompute."""
+        if self.late_fusion:
+            self._network_image(work, work.zoom_in.update([]) if work.zoom_in is not None else None)
+
+    def snapshot(self, work: ChainImage, state: Tensor) -> Dict[str, Any]:
+        """The previous probability map ``[1, 1, H, W]`` and the zoom-in crop."""
+        return {"prev_prediction": state, "zoom_in": None if work.zoom_in is None else work.zoom_in.get_state()}
+
+    def restore(self, work: ChainImage, states: Dict[str, Any]) -> Tensor:
+        """``prev_prediction`` may also be any ``[1, 1, H, W]`` probability map, e.g. a saved mask
+        to continue editing."""
+        prev = states["prev_prediction"]
+        if tuple(prev.shape) != (1, 1, *work.image.shape[-2:]):
+            raise ValueError(f"prev_prediction of shape {tuple(prev.shape)} does not fit the image "
+                             f"{tuple(work.image.shape[-2:])}")
+        if work.zoom_in is not None and states.get("zoom_in") is not None:
+            work.zoom_in.set_state(states["zoom_in"])
+        return prev.to(self.device, torch.float32)
+
+    def prepare(self, work: ChainImage, state: Tensor, clicks: List[Click]) -> Step:
+        roi = work.zoom_in.update(clicks) if work.zoom_in is not None else None
+        image = self._network_image(work, roi)
+        prev = state
+        if roi is not None:
+            prev = work.zoom_in.transform(prev, roi)
+            clicks = work.zoom_in.transform_clicks(clicks, roi)
+        clicks_lists = [clicks]
+        if self.with_flip:
+            prev = add_flip(prev)
+            clicks_lists.append(flip_clicks(clicks, image.shape[-1]))
+        return Step(tuple(image.shape[-2:]), ChainStep(roi, image, prev, clicks_lists, work.features))
+
+    def run(self, steps: Sequence[Step], stack: Callable[[Sequence[Any]], Any]) -> List[Tensor]:
+        """Logits of each step (``[1 or 2, 1, h, w]``), one network call for all."""
+        chain = [step.data for step in steps]
+        points = points_from_clicks([c for item in chain for c in item.clicks_lists], self.clicks_limit)
+        points = points.to(self.device)
+        prev = stack_features([item.prev for item in chain])   # one instance: no copy
+        if self.late_fusion:
+            logits = self.net.decode(stack([item.features for item in chain]), points, prev)
+        else:
+            out = self.net(torch.cat([stack_features([item.image for item in chain]), prev], dim=1), points)
+            logits = out["instances"] if isinstance(out, dict) else out
+        return list(logits.split([len(item.clicks_lists) for item in chain]))
+
+    def finish(self, work: ChainImage, state: Tensor, step: Step, output: Tensor) -> Outcome:
+        """Network logits -> full-image probabilities; with a zoom-in whose first, unzoomed pass
+        found a small object, the click is predicted once more inside its crop."""
+        logits = output.float()   # under autocast the map and the prev channel stay float32
+        image_size = step.data.image.shape[-2:]
+        if logits.shape[-2:] != image_size:
+            logits = resize(logits, image_size)
+        if self.with_flip:
+            logits = merge_flip(logits)
+        prob = torch.sigmoid(logits)
+        if work.zoom_in is None:
+            return Outcome(prob, prob)
+        prob = work.zoom_in.inv_transform(prob, step.data.roi)
+        return Outcome(prob, prob, again=work.zoom_in.needs_recompute())
+
+    def _network_image(self, work: ChainImage, roi: Optional[BBox]) -> Tensor:
+        """RGB at network size (and its flipped copy); recomputed, and re-encoded by a late-fusion
+        model, only when the crop changes."""
+        if work.key != (roi,):
+            image = work.image if roi is None else work.zoom_in.transform(work.image, roi)
+            work.net_image = add_flip(image) if self.with_flip else image
+            work.features = self.net.encode_image(work.net_image) if self.late_fusion else None
+            work.key = (roi,)
+        return work.net_image
 
 
-class BasePredictor:
+class BasePredictor(ClickPredictor):
     """``set_input_image(image)`` once per image, then ``get_prediction(clicker)`` after each
-    click of one instance (see the module docstring for the chain).
+    click of one instance: the RITM chain (module docstring) on the prediction engine.
 
     ``zoom_in``: None = the full image at full resolution. ``with_flip``: horizontal-flip TTA
     (on in the original evaluation). ``clicks_limit``: the network sees only the first N clicks.
@@ -133,191 +204,32 @@ class BasePredictor:
 
     def __init__(self, net: Network, zoom_in: Optional[ZoomIn] = None, with_flip: bool = True,
                  clicks_limit: Optional[int] = None, device: Union[str, torch.device] = "cpu") -> None:
-        self.net = net
-        self.late_fusion = hasattr(net, "encode_image") and hasattr(net, "decode")
-        self.zoom_in = zoom_in
-        self.with_flip = with_flip
-        self.clicks_limit = clicks_limit
-        self.device = torch.device(device)
-        self.original_image: Optional[Tensor] = None
-        self.prev_prediction: Optional[Tensor] = None
-        self._image_key: Optional[Tuple[Optional[BBox]]] = None   # the crop _net_image was made for
-        self._net_image: Optional[Tensor] = None
-        self._features: Any = None
-        # Shared by spawned predictors: the stacked features of the last batch, reused while the
-        # same instances are in flight (stacking copies every image's features).
-        self._stacked: List[Any] = [(), None]
+        super().__init__(RITMChain(net, zoom_in, with_flip, clicks_limit, device))
 
-    def set_input_image(self, image: np.ndarray) -> None:
-        """A new image: H x W x 3 RGB, uint8 or float in [0, 1]. Resets the previous prediction."""
-        self.original_image = image_tensor(image, self.device)
-        self.prev_prediction = torch.zeros_like(self.original_image[:, :1])
-        if self.zoom_in is not None:
-            self.zoom_in.reset(tuple(self.original_image.shape[-2:]))
-        self._image_key = self._net_image = self._features = None
-
-    def precompute(self) -> None:
-        """Run the once-per-image work now (a late-fusion model's encoding of the crop the first
-        click uses), so that the first click costs only the per-click path; the annotation app
-        calls it when an image is opened. The family's forward has nothing to precompute."""
-        if self.original_image is None:
-            raise RuntimeError("call set_input_image(image) before precompute")
-        if self.late_fusion:
-            with torch.no_grad():
-                self._network_image(self.zoom_in.update([]) if self.zoom_in is not None else None)
-
-    def get_states(self) -> Dict[str, Any]:
-        """The state of the object being segmented (the family's ``get_states``): the previous
-        probability map ``[1, 1, H, W]`` and the zoom-in crop. The image and its encoding are
-        not part of it, so ``set_states`` undoes clicks or switches between the objects of one
-        image without re-encoding. The values are replaced on each click, never changed in
-        place, so the returned state stays a snapshot."""
-        return {"prev_prediction": self.prev_prediction,
-                "zoom_in": None if self.zoom_in is None else self.zoom_in.get_state()}
-
-    def set_states(self, states: Dict[str, Any]) -> None:
-        """Restore a state of ``get_states`` (of this image). ``prev_prediction`` may also be
-        any ``[1, 1, H, W]`` probability map, e.g. a saved mask to continue editing."""
-        prev = states["prev_prediction"]
-        if self.original_image is None or tuple(prev.shape) != (1, 1, *self.original_image.shape[-2:]):
-            raise ValueError(f"prev_prediction of shape {tuple(prev.shape)} does not fit the image "
-                             f"{None if self.original_image is None else tuple(self.original_image.shape[-2:])}")
-        self.prev_prediction = prev.to(self.device, torch.float32)
-        if self.zoom_in is not None and states.get("zoom_in") is not None:
-            self.zoom_in.set_state(states["zoom_in"])
-
-    def spawn(self) -> "BasePredictor":
-        """A predictor with this one's network and settings and a state of its own: one per
-        instance when several are evaluated at once (``get_predictions``)."""
-        twin = BasePredictor(self.net, copy.deepcopy(self.zoom_in), self.with_flip, self.clicks_limit, self.device)
-        twin._stacked = self._stacked
-        return twin
-
-    def get_prediction(self, clicker: Clicker) -> np.ndarray:
-        """Probability map (H x W float32) for all clicks of ``clicker`` so far."""
-        return self.get_predictions([self], [clicker])[0]
-
-    @staticmethod
-    def get_predictions(predictors: Sequence["BasePredictor"], clickers: Sequence[Clicker]) -> List[np.ndarray]:
-        """``get_prediction`` of several predictors (``spawn``-ed from one, each with its own image
-        and clicker) in one network call per network-input size: features of different images
-        are stacked (``ImageFeatures.cat``), so one ``decode`` serves every instance's click."""
-        for predictor in predictors:
-            if predictor.original_image is None:
-                raise RuntimeError("call set_input_image(image) before get_prediction")
-            if (predictor.net, predictor.with_flip, predictor.clicks_limit) != \
-                    (predictors[0].net, predictors[0].with_flip, predictors[0].clicks_limit):
-                raise ValueError("predictors evaluated together must share network and settings (use spawn)")
-        clicks = [clicker.get_clicks() for clicker in clickers]
-        with torch.no_grad():
-            probs = BasePredictor._predict(predictors, clicks)
-            again = [i for i, p in enumerate(predictors) if p.zoom_in is not None and p.zoom_in.needs_recompute()]
-            if again:
-                for i, prob in zip(again, BasePredictor._predict([predictors[i] for i in again],
-                                                                 [clicks[i] for i in again])):
-                    probs[i] = prob
-        maps = []
-        for predictor, prob in zip(predictors, probs):
-            predictor.prev_prediction = prob
-            maps.append(prob[0, 0].cpu().numpy().copy())
-        return maps
-
-    @staticmethod
-    def _predict(predictors: Sequence["BasePredictor"], clicks: Sequence[List[Click]]) -> List[Tensor]:
-        """Full-image probabilities ``[1, 1, H, W]`` of each predictor for its clicks."""
-        steps = [predictor._prepare(c) for predictor, c in zip(predictors, clicks)]
-        groups: Dict[Tuple[int, int], List[int]] = {}
-        for i, (_, image, _, _) in enumerate(steps):
-            groups.setdefault(tuple(image.shape[-2:]), []).append(i)
-        probs: List[Optional[Tensor]] = [None] * len(steps)
-        for members in groups.values():
-            logits = predictors[members[0]]._run_network([predictors[i] for i in members], [steps[i] for i in members])
-            for i, part in zip(members, logits.split([steps[i][1].shape[0] for i in members])):
-                probs[i] = predictors[i]._finish(steps[i][0], part)
-        return probs
-
-    def _prepare(self, clicks: List[Click]) -> Tuple[Optional[BBox], Tensor, Tensor, List[List[Click]]]:
-        """The crop, the network image (and flipped copy), previous mask and click lists of a step."""
-        roi = self.zoom_in.update(clicks) if self.zoom_in is not None else None
-        image = self._network_image(roi)
-        prev = self.prev_prediction
-        if roi is not None:
-            prev = self.zoom_in.transform(prev, roi)
-            clicks = self.zoom_in.transform_clicks(clicks, roi)
-        clicks_lists = [clicks]
-        if self.with_flip:
-            prev = add_flip(prev)
-            clicks_lists.append(flip_clicks(clicks, image.shape[-1]))
-        return roi, image, prev, clicks_lists
-
-    def _run_network(self, predictors: Sequence["BasePredictor"], steps: Sequence[Tuple]) -> Tensor:
-        """Logits ``[sum B_i, 1, h, w]`` of prepared steps whose network images share one size."""
-        points = points_from_clicks([c for step in steps for c in step[3]], self.clicks_limit).to(self.device)
-        prev = stack_features([step[2] for step in steps])   # one instance: no copy
-        if self.late_fusion:
-            return self.net.decode(self._stacked_features(predictors), points, prev)
-        out = self.net(torch.cat([stack_features([step[1] for step in steps]), prev], dim=1), points)
-        return out["instances"] if isinstance(out, dict) else out
-
-    def _stacked_features(self, predictors: Sequence["BasePredictor"]) -> Any:
-        """The predictors' image features as one batch, stacked again only when the set of
-        instances in flight changed."""
-        features = [p._features for p in predictors]
-        if len(features) == 1:
-            return features[0]
-        last, stacked = self._stacked
-        if len(last) != len(features) or any(a is not b for a, b in zip(last, features)):
-            stacked = stack_features(features)
-            self._stacked[:] = [features, stacked]
-        return stacked
-
-    def _finish(self, roi: Optional[BBox], logits: Tensor) -> Tensor:
-        """Network logits of one step -> full-image probabilities ``[1, 1, H, W]``."""
-        logits = logits.float()   # under autocast the map and the prev channel stay float32
-        image_size = self._net_image.shape[-2:]
-        if logits.shape[-2:] != image_size:
-            logits = resize(logits, image_size)
-        if self.with_flip:
-            logits = merge_flip(logits)
-        prob = torch.sigmoid(logits)
-        return self.zoom_in.inv_transform(prob, roi) if self.zoom_in is not None else prob
-
-    def _network_image(self, roi: Optional[BBox]) -> Tensor:
-        """RGB at network size (and its flipped copy); recomputed, and re-encoded by a late-fusion
-        model, only when the crop changes."""
-        if self._image_key != (roi,):
-            image = self.original_image if roi is None else self.zoom_in.transform(self.original_image, roi)
-            self._net_image = add_flip(image) if self.with_flip else image
-            self._features = self.net.encode_image(self._net_image) if self.late_fusion else None
-            self._image_key = (roi,)
-        return self._net_image
+    @property
+    def zoom_in(self) -> Optional[ZoomIn]:
+        """The zoom-in of the current image (its settings before an image is set)."""
+        return self._work.zoom_in if self._work is not None else self.protocol.zoom_in
 
 
-# factory(net, eval_mode=, dataset_name=, model_kind=, suppress_zoom=, with_flip=, clicks_limit=, device=)
-# -> a predictor (set_input_image, get_prediction, get_states / set_states, optionally precompute and
-# spawn / get_predictions): the evaluation protocol of a model family.
-PredictorFactory = Callable[..., Any]
-_FACTORIES: Dict[type, PredictorFactory] = {}
-
-
-def register_predictor(model_class: type, factory: PredictorFactory) -> None:
-    """Make ``get_predictor`` build ``factory(net, **settings)`` for instances of ``model_class``
-    (and its subclasses): a model family whose protocol is not the RITM chain of
-    ``BasePredictor`` plugs in here, and the evaluator and the app serve it unchanged."""
-    _FACTORIES[model_class] = factory
+def ritm_predictor(net: Network, eval_mode: str = "cvpr", dataset_name: str = "", model_kind: str = "skipclick",
+                   suppress_zoom: bool = False, with_flip: bool = True, clicks_limit: Optional[int] = None,
+                   device: Union[str, torch.device] = "cpu") -> BasePredictor:
+    """``BasePredictor`` with the family's ZoomIn for ``eval_mode`` (``zoom_in_params``)."""
+    zoom_in = ZoomIn(**zoom_in_params(eval_mode, dataset_name, model_kind, suppress_zoom))
+    return BasePredictor(net, zoom_in=zoom_in, with_flip=with_flip, clicks_limit=clicks_limit, device=device)
 
 
 def get_predictor(net: Network, eval_mode: str = "cvpr", dataset_name: str = "", model_kind: str = "skipclick",
                   suppress_zoom: bool = False, with_flip: bool = True, clicks_limit: Optional[int] = None,
-                  device: Union[str, torch.device] = "cpu") -> Any:
-    """The predictor ``evaluate_model.py`` builds (mode NoBRS, flip TTA on): the factory
-    registered for ``net``'s class (``register_predictor``; EMC-Click's is
-    ``isegm.model.emc.predictor``), otherwise ``BasePredictor`` with the family's ZoomIn.
-    SkipClick's official setting: ``eval_mode='cvpr', suppress_zoom=True``."""
+                  device: Union[str, torch.device] = "cpu") -> ClickPredictor:
+    """The predictor ``evaluate_model.py`` builds (mode NoBRS, flip TTA on): the one the model's
+    family names in its registry record (``isegm.model.families``; EMC-Click's is its own
+    protocol), ``ritm_predictor`` for a network of no registered family. SkipClick's official
+    setting: ``eval_mode='cvpr', suppress_zoom=True``."""
     settings = dict(eval_mode=eval_mode, dataset_name=dataset_name, model_kind=model_kind,
                     suppress_zoom=suppress_zoom, with_flip=with_flip, clicks_limit=clicks_limit, device=device)
-    factory = next((_FACTORIES[cls] for cls in type(net).__mro__ if cls in _FACTORIES), None)
-    if factory is not None:
-        return factory(net, **settings)
-    zoom_in = ZoomIn(**zoom_in_params(eval_mode, dataset_name, model_kind, suppress_zoom))
-    return BasePredictor(net, zoom_in=zoom_in, with_flip=with_flip, clicks_limit=clicks_limit, device=device)
+    family = family_of(net)
+    if family is None:
+        return ritm_predictor(net, **settings)
+    return family.make_predictor(net, **settings)

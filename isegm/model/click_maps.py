@@ -1,4 +1,4 @@
-"""Clicks as the network sees them: the RITM points layout and the click-disk maps.
+"""Clicks as every model family sees them: the RITM points layout and the click-disk maps.
 
 Points are ``[B, 2N, 3]`` float rows ``(y, x, click_index)`` in pixels of the network input,
 y = row and x = column. Rows ``0..N-1`` are positive clicks, rows ``N..2N-1`` negative ones;
@@ -14,6 +14,8 @@ from torch import Tensor
 
 # The authors' models encode each click as a filled disk of this radius (``norm_radius``).
 DISK_RADIUS = 5
+# Squared distance of a polarity without any click (RITM's DistMaps fills in 1e6).
+NO_CLICK = 1e6
 
 
 def is_padding(points: Tensor) -> Tensor:
@@ -39,24 +41,32 @@ def validate_points(points: Tensor, size: Tuple[int, int]) -> None:
                          "coordinates are (row, col) in pixels of the network input, padding is (-1, -1, -1)")
 
 
-def click_disks(points: Tensor, size: Tuple[int, int], radius: float = DISK_RADIUS) -> Tensor:
-    """``[B, 2, H, W]`` float 0/1 maps: pixels within ``radius`` (inclusive) of a positive / negative click.
+def click_maps(points: Tensor, size: Tuple[int, int], radius: float = DISK_RADIUS) -> Tuple[Tensor, Tensor]:
+    """RITM's ``DistMaps`` in disk mode: ``(disks, dist_sq)``, both ``[B, 2, H, W]`` float32,
+    channel 0 positive, 1 negative.
 
-    Distances are squared in float32 from integer pixel indices exactly as RITM's ``DistMaps``
-    does in disk mode, so the maps are bit-identical to the authors'.
+    ``dist_sq`` is the squared distance to the nearest click of each polarity (``NO_CLICK`` for
+    none); ``disks`` is ``dist_sq <= radius^2``. The per-axis offsets ``row - y`` are computed in
+    the points' dtype and rounded once to float32, then squared and summed in float32: float64
+    clicks (as the evaluation's Clicker makes them) round differently from float32 ones, so a
+    family whose authors cast the points first passes ``points.float()``.
     """
     B, P, _ = points.shape
     H, W = size
-    y = points[..., 0].float()[..., None]
-    x = points[..., 1].float()[..., None]
-    rows = torch.arange(H, dtype=torch.float32, device=points.device)
-    cols = torch.arange(W, dtype=torch.float32, device=points.device)
-    dist2 = ((rows - y) ** 2)[..., :, None] + ((cols - x) ** 2)[..., None, :]   # [B, 2N, H, W]
-    inside = (dist2 <= radius * radius) & ~is_padding(points)[..., None, None]
-    return inside.view(B, 2, P // 2, H, W).any(dim=2).float()
+    dtype = torch.promote_types(points.dtype, torch.float32)
+    yx = points[..., :2].to(dtype)
+    rows = torch.arange(H, dtype=torch.float32, device=points.device).to(dtype)
+    cols = torch.arange(W, dtype=torch.float32, device=points.device).to(dtype)
+    dy = (rows - yx[..., :1]).float()
+    dx = (cols - yx[..., 1:]).float()
+    dist_sq = (dy * dy).unsqueeze(-1) + (dx * dx).unsqueeze(-2)                   # [B, 2N, H, W]
+    dist_sq = dist_sq.masked_fill(is_padding(points)[..., None, None], NO_CLICK)
+    dist_sq = dist_sq.view(B, 2, P // 2, H, W).amin(dim=2)
+    return (dist_sq <= float(radius) ** 2).float(), dist_sq
 
 
 def encode_clicks(points: Tensor, prev_mask: Tensor, radius: float = DISK_RADIUS) -> Tensor:
-    """The click-map input ``[B, 3, H, W]``: ``[prev_mask, positive disks, negative disks]``."""
-    disks = click_disks(points, prev_mask.shape[-2:], radius)
+    """The click-map input of the RITM family ``[B, 3, H, W]``: ``[prev_mask, positive disks,
+    negative disks]``, with the points cast to float32 first, as the family's models do."""
+    disks = click_maps(points.float(), prev_mask.shape[-2:], radius)[0]
     return torch.cat([prev_mask.to(disks.dtype), disks], dim=1)

@@ -14,7 +14,6 @@ Files are read with torch's weights-only unpickler, so loading never runs code f
 from __future__ import annotations
 
 import os
-import pickle
 import warnings
 from collections import OrderedDict
 from typing import Any, Dict, Mapping, Optional, Union
@@ -22,8 +21,10 @@ from typing import Any, Dict, Mapping, Optional, Union
 import torch
 from torch import Tensor
 
+from ..checkpoint import authors_settings, plain, read_checkpoint_file, unsupported
 from ..state_dict import load_strict
-from .model import EMC_CONFIGS, IMAGENET_MEAN, IMAGENET_STD, EMCClick, EMCConfig
+from ..normalize import IMAGENET_MEAN, IMAGENET_STD
+from .model import EMCClick, EMCConfig, emc_config
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -64,26 +65,15 @@ def authors_config(config: EMCConfig) -> Dict[str, Any]:
     return {"class": AUTHORS_CLASSES[config.base], "params": params}
 
 
-def _plain(value: Any) -> Any:
-    """Tuples as lists, so that a pickled tuple and a JSON list compare equal."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 # Settings that cannot change inference: training-only, or only touching the 4th input channel,
 # which these models never read.
 _IGNORED = ("backbone_lr_mult", "cpu_dist_maps", "with_aux_output", "binary_prev_mask")
 # Settings whose other values select code paths that are not implemented.
 _FIXED = {"use_rgb_conv": False, "use_disks": True, "with_prev_mask": True, "only_first_click": True,
           "norm_layer": _BATCH_NORM, "feature_stride": 4, "clicks_groups": None, "conv_extend": False,
-          "norm_mean_std": _plain(_NORM_MEAN_STD)}
+          "norm_mean_std": plain(_NORM_MEAN_STD)}
 _READ = {"hrnet": ("width", "ocr_width", "small", "use_leaky_relu", "norm_radius", "refiner_conf"),
          "segformer": ("model_version", "use_leaky_relu", "norm_radius", "refiner_conf")}
-
-
-def _unsupported(source: str, setting: str, value: Any, why: str) -> ValueError:
-    return ValueError(f"{source!r}: the authors' setting {setting}={value!r} is not supported ({why})")
 
 
 def config_from_authors(stored: Mapping[str, Any], source: str) -> EMCConfig:
@@ -95,28 +85,16 @@ def config_from_authors(stored: Mapping[str, Any], source: str) -> EMCConfig:
     model_class = stored.get("class") if isinstance(stored, Mapping) else None
     base = next((b for b, name in AUTHORS_CLASSES.items() if name == model_class), None)
     if base is None:
-        raise _unsupported(source, "class", model_class, f"known: {', '.join(AUTHORS_CLASSES.values())}")
-    values = {}
-    for name, entry in stored.get("params", {}).items():
-        if not isinstance(entry, Mapping) or "value" not in entry:
-            raise ValueError(f"{source!r}: the authors' setting {name} has no stored value: {entry!r}")
-        values[name] = entry["value"]
-    for name, value in values.items():
-        if name not in _READ[base] and name not in _FIXED and name not in _IGNORED:
-            raise _unsupported(source, name, value, "unknown setting")
-        if name in _FIXED and _plain(value) != _FIXED[name]:
-            raise _unsupported(source, name, value, f"only {_FIXED[name]!r} is implemented")
-    missing = [name for name in _READ[base] if name not in values]
-    if missing:
-        raise ValueError(f"{source!r}: the authors' config lacks the setting {missing[0]}")
+        raise unsupported(source, "class", model_class, f"known: {', '.join(AUTHORS_CLASSES.values())}")
+    values = authors_settings(stored.get("params", {}), source, _READ[base], _FIXED, _IGNORED)
 
     refiner = values["refiner_conf"]
     if not isinstance(refiner, Mapping) or set(refiner) != {"conv_layer", "mid_dims", "corr_channel"}:
-        raise _unsupported(source, "refiner_conf", refiner, "expected exactly conv_layer, mid_dims, corr_channel")
+        raise unsupported(source, "refiner_conf", refiner, "expected exactly conv_layer, mid_dims, corr_channel")
     if refiner["conv_layer"] != "xconv2":
-        raise _unsupported(source, "refiner_conf.conv_layer", refiner["conv_layer"], "only 'xconv2' is implemented")
+        raise unsupported(source, "refiner_conf.conv_layer", refiner["conv_layer"], "only 'xconv2' is implemented")
     if refiner["corr_channel"] != refiner["mid_dims"]:
-        raise _unsupported(source, "refiner_conf.corr_channel", refiner["corr_channel"],
+        raise unsupported(source, "refiner_conf.corr_channel", refiner["corr_channel"],
                            f"only corr_channel == mid_dims ({refiner['mid_dims']}) is implemented")
     fields = dict(base=base, mid_dims=refiner["mid_dims"], norm_radius=values["norm_radius"],
                   use_leaky_relu=bool(values["use_leaky_relu"]))
@@ -124,7 +102,7 @@ def config_from_authors(stored: Mapping[str, Any], source: str) -> EMCConfig:
         fields.update(hrnet_width=values["width"], ocr_width=values["ocr_width"], small=bool(values["small"]))
     else:
         if values["model_version"] not in ("b0", "b3"):
-            raise _unsupported(source, "model_version", values["model_version"], "known: 'b0', 'b3'")
+            raise unsupported(source, "model_version", values["model_version"], "known: 'b0', 'b3'")
         fields["segformer_version"] = values["model_version"]
     return EMCConfig(**fields)
 
@@ -152,20 +130,16 @@ def load_emc_state(model: EMCClick, state: Mapping[str, Tensor], source: str = "
     return load_strict(model, state, source, f"EMC-Click {model.config}")
 
 
-def _read(source: str) -> Any:
-    try:
-        return torch.load(source, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(f"refused to load {source!r}: it needs Python globals the weights-only unpickler does "
-                         f"not allow ({str(err).splitlines()[0]}). Nothing from the file was executed.") from None
-    except (EOFError, RuntimeError) as err:   # empty or truncated files, broken zip archives
-        raise ValueError(f"{source!r} cannot be read as a torch checkpoint: {err}") from None
-
-
 def is_emc_checkpoint(obj: Any) -> bool:
     """Whether a loaded file holds an EMC-Click model in the authors' format (for dispatch)."""
     config = obj.get("config") if isinstance(obj, Mapping) and "state_dict" in obj else None
     return isinstance(config, Mapping) and config.get("class") in AUTHORS_CLASSES.values()
+
+
+def read_file(obj: Any, source: str, name: Optional[str] = None) -> Optional[EMCClick]:
+    """The model of an already loaded file in the authors' format, or None for another format
+    (``ModelFamily.read_file``)."""
+    return emc_from_checkpoint(obj, source, name) if is_emc_checkpoint(obj) else None
 
 
 def emc_from_checkpoint(obj: Any, source: str, name: Optional[str] = None) -> EMCClick:
@@ -176,11 +150,8 @@ def emc_from_checkpoint(obj: Any, source: str, name: Optional[str] = None) -> EM
         kind = f"a dict with keys {list(obj)[:8]}" if isinstance(obj, Mapping) else f"a {type(obj).__name__}"
         raise ValueError(f"{source!r} is not an EMC-Click checkpoint ({{'state_dict', 'config'}}); it holds {kind}")
     config = config_from_authors(obj["config"], source)
-    if name is not None:
-        if name not in EMC_CONFIGS:
-            raise ValueError(f"unknown EMC-Click model {name!r}; known: {', '.join(EMC_CONFIGS)}")
-        if EMC_CONFIGS[name] != config:
-            raise ValueError(f"{source!r} holds {config}, not {name!r} ({EMC_CONFIGS[name]})")
+    if name is not None and emc_config(name) != config:
+        raise ValueError(f"{source!r} holds {config}, not {name!r} ({emc_config(name)})")
     model = load_emc_state(EMCClick(config), obj["state_dict"], source)
     return model.requires_grad_(False).eval()
 
@@ -195,7 +166,7 @@ def load_emc_checkpoint(path: PathLike, device: Union[str, torch.device] = "cpu"
     if not os.path.isfile(source):
         raise FileNotFoundError(f"no EMC-Click checkpoint at {source!r}; the released ones are hr18s.pth, hr18.pth, "
                                 "hr32.pth, segb0.pth and segb3.pth (github.com/feiaxyt/EMC-Click, Releases)")
-    return emc_from_checkpoint(_read(source), source, name).to(device)
+    return emc_from_checkpoint(read_checkpoint_file(source), source, name).to(device)
 
 
 def save_emc_checkpoint(model: EMCClick, path: PathLike) -> None:

@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..click_maps import NO_CLICK
+
 # PixelUnshuffle factor: the correction network works at the base feature's 1/4 resolution.
 STRIDE = 4
-# DistMaps' squared distance for a polarity without clicks.
-NO_CLICK = 1e6
 
 
 def resize_ac(x: Tensor, size: Tuple[int, int]) -> Tensor:

@@ -4,13 +4,13 @@ correction network run on every click.
 
 ::
 
-    encode(image, points)        first click: base network on the image + first-click disk
+    encode_image(image, points)  first click: base network on the image + first-click disk
       -> EMCState(image, feature, prev_logits_lr = coarse logits)
     decode(state, points)        every click, the first one included
       click disks + distances -> CorrectionNetwork(image, feature, prev_logits_lr)
       -> refined logits; state.prev_logits_lr <- refined 1/4-resolution logits
 
-``model(x, points)['instances']`` is the first click's full forward (``decode(encode(...))``).
+``model(x, points)['instances']`` is the first click's full forward (``decode(encode_image(...))``).
 The base network is pluggable: HRNet + OCR (whose click encoder ``maps_transform`` sits at the
 model's top level) or SegFormer (which embeds the click itself). State-dict keys match the
 authors' (``maps_transform.*``, ``feature_extractor.*``, ``refiner.*``).
@@ -23,12 +23,12 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .corrector import NO_CLICK, STRIDE, CorrectionNetwork, CorrectionOutput, resize_ac
+from ..click_maps import click_maps
+from ..normalize import ImageNormalize
+from .corrector import STRIDE, CorrectionNetwork, CorrectionOutput, resize_ac
 from .hrnet import HRNetOCR, maps_transform
 from .segformer import SEGFORMER_CONFIGS, SegFormerFeatureExtractor
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 BASES = ("hrnet", "segformer")
 
 
@@ -79,30 +79,6 @@ EMC_CONFIGS: Dict[str, EMCConfig] = {
 }
 
 
-def click_maps(points: Tensor, size: Tuple[int, int], radius: float = 5) -> Tuple[Tensor, Tensor]:
-    """RITM's ``DistMaps`` in disk mode: ``(disks, dist_sq)``, both ``[B, 2, H, W]`` float32,
-    channel 0 positive, 1 negative.
-
-    ``dist_sq`` is the squared distance to the nearest click of each polarity (``1e6`` for none);
-    ``disks`` is ``dist_sq <= radius^2``. The per-axis offsets ``row - y`` are computed in the
-    points' dtype and rounded once to float32 (float64 clicks, as the evaluation's Clicker
-    makes, round differently from float32 ones), then squared and summed in float32.
-    """
-    B, P, _ = points.shape
-    H, W = size
-    dtype = torch.promote_types(points.dtype, torch.float32)
-    yx = points[..., :2].to(dtype)
-    rows = torch.arange(H, dtype=torch.float32, device=points.device).to(dtype)
-    cols = torch.arange(W, dtype=torch.float32, device=points.device).to(dtype)
-    dy = (rows - yx[..., :1]).float()
-    dx = (cols - yx[..., 1:]).float()
-    dist_sq = (dy * dy).unsqueeze(-1) + (dx * dx).unsqueeze(-2)                   # [B, P, H, W]
-    invalid = points[..., :2].amax(dim=-1) < 0
-    dist_sq = dist_sq.masked_fill(invalid[..., None, None], NO_CLICK)
-    dist_sq = dist_sq.view(B, 2, P // 2, H, W).amin(dim=2)
-    return (dist_sq <= float(radius) ** 2).float(), dist_sq
-
-
 def first_click_points(points: Tensor) -> Tensor:
     """``points`` with every click but the first (click index 0) turned into padding."""
     return points.masked_fill((points[..., 2] > 0).unsqueeze(-1), -1)
@@ -143,12 +119,7 @@ class EMCClick(nn.Module):
             self.maps_transform = None
             self.feature_extractor = SegFormerFeatureExtractor(**SEGFORMER_CONFIGS[config.segformer_version])
         self.refiner = CorrectionNetwork(config.feature_channels, config.mid_dims)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-
-    def normalize(self, image: Tensor) -> Tensor:
-        """ImageNet mean/std normalisation of RGB ``[B, 3, H, W]`` in [0, 1] (float32)."""
-        return (image.float() - self.mean) / self.std
+        self.normalize = ImageNormalize()
 
     def _check(self, image: Tensor, points: Tensor) -> None:
         if image.dim() != 4 or image.shape[1] != 3:
@@ -164,10 +135,12 @@ class EMCClick(nn.Module):
             raise ValueError(f"points must be [B={image.shape[0]}, 2N, 3] (y, x, click index; positives first), "
                              f"got {tuple(points.shape)}")
 
-    def encode(self, image: Tensor, points: Tensor) -> EMCState:
-        """The base network, once per interaction: ``image`` ``[B, 3, H, W]`` in [0, 1] (H, W
+    def encode_image(self, image: Tensor, points: Optional[Tensor] = None) -> EMCState:
+        """The base network, once per object: ``image`` ``[B, 3, H, W]`` in [0, 1] (H, W
         multiples of 4) and ``points`` ``[B, 2N, 3]``, of which only the first click (index 0)
         is used, as its positive disk."""
+        if points is None:
+            raise ValueError("EMC-Click's base network reads the object's first click: pass its points")
         image, out = self.run_base(image, points)
         coarse = out["instances_lr"]
         return EMCState(image, out["feature"], coarse, coarse)
@@ -194,8 +167,11 @@ class EMCClick(nn.Module):
         state.prev_logits_lr = out.logits_lr.detach()
         return out
 
-    def decode(self, state: EMCState, points: Tensor) -> Tensor:
-        """Per-click path: refined logits ``[B, 1, H, W]`` (before sigmoid); updates ``state``."""
+    def decode(self, state: EMCState, points: Tensor, prev_mask: Optional[Tensor] = None) -> Tensor:
+        """Per-click path: refined logits ``[B, 1, H, W]`` (before sigmoid); updates ``state``.
+        The previous mask is the state's own fed-back logits: ``prev_mask`` must be None."""
+        if prev_mask is not None:
+            raise ValueError("EMC-Click feeds back its own refined logits (state.prev_logits_lr); pass prev_mask=None")
         return self.correct(state, points).logits
 
     def forward(self, x: Tensor, points: Tensor, state: Optional[EMCState] = None) -> Dict[str, object]:
@@ -209,14 +185,19 @@ class EMCClick(nn.Module):
         if x.dim() != 4 or x.shape[1] != 4:
             raise ValueError(f"input must be [B, 4, H, W] (RGB in [0, 1] + previous mask), got {tuple(x.shape)}")
         if state is None:
-            state = self.encode(x[:, :3], points)
+            state = self.encode_image(x[:, :3], points)
         out = self.correct(state, points)
         return {"instances": out.logits, "instances_lr": out.logits_lr,
                 "coarse": resize_ac(state.coarse_logits_lr, state.image_size), "state": state}
 
 
-def build_emc(name: str) -> EMCClick:
-    """One of the five released EMC-Click models (``EMC_CONFIGS``), randomly initialised."""
+def emc_config(name: str) -> EMCConfig:
+    """The config of one of the five released EMC-Click models (``EMC_CONFIGS``)."""
     if name not in EMC_CONFIGS:
         raise ValueError(f"unknown EMC-Click model {name!r}; known: {', '.join(EMC_CONFIGS)}")
-    return EMCClick(EMC_CONFIGS[name])
+    return EMC_CONFIGS[name]
+
+
+def build_emc(name: str) -> EMCClick:
+    """One of the five released EMC-Click models (``EMC_CONFIGS``), randomly initialised."""
+    return EMCClick(emc_config(name))

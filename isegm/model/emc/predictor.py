@@ -1,7 +1,7 @@
 """EMC-Click's evaluation protocol: the authors' ``ClickAttPredictor`` as their
-``get_predictor('EMC-Click', ...)`` builds it (``shared/reference/emc/README.md``, "Predictor /
-evaluation path"), registered for ``get_predictor`` so that the evaluator and the app serve
-EMC-Click like any other model.
+``get_predictor('EMC-Click', ...)`` builds it (github.com/feiaxyt/EMC-Click), as a protocol of
+the prediction engine (``isegm.inference.engine``); the family's registry record names it, so
+that the evaluator and the app serve EMC-Click like any other model.
 
 Per click:
 
@@ -25,16 +25,16 @@ every object costs the base network plus a correction step.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from .model import EMCClick, EMCState
-from ...inference.clicker import Click, Clicker
-from ...inference.predictor import image_tensor, points_from_clicks, register_predictor, stack_features
+from ...inference.clicker import Click
+from ...inference.engine import ClickPredictor, Outcome, PredictionProtocol, Step, points_from_clicks, stack_features
 from ...inference.transforms import add_flip, flip_clicks, merge_flip, resize
+from .model import EMCClick, EMCState
 
 # Network-input short side per dataset for ``--eval-mode cvpr`` (the authors' ``emc-click`` mode);
 # other datasets get EMC_DEFAULT_SHORT_SIDE.
@@ -66,163 +66,139 @@ def emc_net_size(height: int, width: int, short_side: int) -> Tuple[int, int]:
             int(round(width * scale)) // SIDE_MULTIPLE * SIDE_MULTIPLE)
 
 
-class EMCPredictor:
-    """``set_input_image(image)`` once per image, then ``get_prediction(clicker)`` after each
-    click of one object (see the module docstring for the chain).
+@dataclass
+class EMCImage:
+    """The protocol's per-image record: the image ``[1, 3, H, W]``, the network input (with its
+    flipped copy) and its size."""
+
+    image: Tensor
+    net_image: Tensor
+    net_size: Tuple[int, int]
+
+
+@dataclass
+class EMCStep:
+    """One object's click: its state (None before the base network ran), network input, all
+    clicks' points and, at the first click, the first click's points."""
+
+    state: Optional[EMCState]
+    net_image: Tensor
+    points: Tensor
+    first_points: Optional[Tensor]
+
+
+class EMCProtocol(PredictionProtocol[EMCImage, Optional[EMCState]]):
+    """EMC-Click's protocol (module docstring); an object's state is its ``EMCState``, None
+    until its first click.
 
     ``short_side``: network input short side. ``with_flip``: flip TTA (on in the authors'
     evaluation). ``clicks_limit``: the correction network sees only the first N clicks (the
-    authors' EMC-Click evaluation sets none). The network is used as given (eval mode, on
-    ``device``).
+    authors' EMC-Click evaluation sets none).
     """
 
     def __init__(self, net: EMCClick, short_side: int = EMC_DEFAULT_SHORT_SIDE, with_flip: bool = True,
                  clicks_limit: Optional[int] = None, device: Union[str, torch.device] = "cpu") -> None:
         if short_side < SIDE_MULTIPLE:
             raise ValueError(f"short_side must be at least {SIDE_MULTIPLE}, got {short_side}")
-        self.net = net
+        super().__init__(net, with_flip, clicks_limit, device)
         self.short_side = short_side
-        self.with_flip = with_flip
-        self.clicks_limit = clicks_limit
-        self.device = torch.device(device)
-        self.original_image: Optional[Tensor] = None
-        self.state: Optional[EMCState] = None   # None until the object's first click
-        self._net_image: Optional[Tensor] = None
-        # Shared by spawned predictors: the stacked images and base features of the last batch,
-        # reused while the same objects are in flight (only the fed-back logits change per click).
-        self._stacked: List[Any] = [(), None]
 
-    @property
-    def net_size(self) -> Tuple[int, int]:
-        """(h, w) of the network input for the current image."""
-        return tuple(self._network_image().shape[-2:])
-
-    def set_input_image(self, image: np.ndarray) -> None:
-        """A new image: H x W x 3 RGB, uint8 or float in [0, 1]. Starts a new object."""
-        self.original_image = image_tensor(image, self.device)
-        size = emc_net_size(*self.original_image.shape[-2:], self.short_side)
+    def open_image(self, image: Tensor) -> EMCImage:
+        size = emc_net_size(*image.shape[-2:], self.short_side)
         if min(size) < SIDE_MULTIPLE:
-            raise ValueError(f"an image of {tuple(self.original_image.shape[-2:])} px becomes {size} at short side "
+            raise ValueError(f"an image of {tuple(image.shape[-2:])} px becomes {size} at short side "
                              f"{self.short_side}: too thin for EMC-Click; pad or crop it")
-        net_image = resize(self.original_image, size)
-        self._net_image = add_flip(net_image) if self.with_flip else net_image
-        self.state = None
+        net_image = resize(image, size)
+        return EMCImage(image, add_flip(net_image) if self.with_flip else net_image, size)
 
-    def precompute(self) -> None:
-        """Nothing to do: the base network reads the first click, so it runs on that click."""
-        self._network_image()
+    def new_object(self, work: EMCImage) -> Optional[EMCState]:
+        return None
 
-    def get_states(self) -> Dict[str, Any]:
-        """The object's state: ``{'emc_state': EMCState or None}`` (None before the first click).
-        A snapshot: later clicks replace the predictor's state, never change it in place, so
-        ``set_states`` of it undoes clicks or switches objects without rerunning anything. There
-        is no previous-mask map in it (the authors' predictor never reads one): an object started
-        from a saved mask reruns its saved clicks, the base network on the first of them."""
-        return {"emc_state": None if self.state is None else dataclasses.replace(self.state)}
+    def snapshot(self, work: EMCImage, state: Optional[EMCState]) -> Dict[str, Any]:
+        """``{'emc_state': EMCState or None}`` (None before the first click). There is no
+        previous-mask map in it (the authors' predictor never reads one): an object started from a
+        saved mask reruns its saved clicks, the base network on the first of them."""
+        return {"emc_state": None if state is None else dataclasses.replace(state)}
 
-    def set_states(self, states: Dict[str, Any]) -> None:
-        """Restore a state of ``get_states`` of this image (``{'emc_state': None}`` starts a new
-        object)."""
+    def restore(self, work: EMCImage, states: Dict[str, Any]) -> Optional[EMCState]:
+        """``{'emc_state': None}`` starts a new object."""
         state = states.get("emc_state")
-        if state is not None:
-            if not isinstance(state, EMCState):
-                raise TypeError(f"states['emc_state'] must be an EMCState or None, got {type(state).__name__}")
-            if state.image.shape != self._network_image().shape:
-                raise ValueError(f"states['emc_state'] is for a network input of {tuple(state.image.shape)}, this "
-                                 f"image's is {tuple(self._net_image.shape)}: a state of another image or predictor")
-            state = dataclasses.replace(state)
-        self.state = state
+        if state is None:
+            return None
+        if not isinstance(state, EMCState):
+            raise TypeError(f"states['emc_state'] must be an EMCState or None, got {type(state).__name__}")
+        if state.image.shape != work.net_image.shape:
+            raise ValueError(f"states['emc_state'] is for a network input of {tuple(state.image.shape)}, this "
+                             f"image's is {tuple(work.net_image.shape)}: a state of another image or predictor")
+        return dataclasses.replace(state)
 
-    def spawn(self) -> "EMCPredictor":
-        """A predictor with this one's network and settings and a state of its own: one per
-        object when several are evaluated at once (``get_predictions``)."""
-        twin = EMCPredictor(self.net, self.short_side, self.with_flip, self.clicks_limit, self.device)
-        twin._stacked = self._stacked
-        return twin
+    def prepare(self, work: EMCImage, state: Optional[EMCState], clicks: List[Click]) -> Step:
+        """Objects are grouped by network size and click rows, so that each sees the click padding
+        it would see alone: the padded rows enter the template scores (a padded row's similarity
+        is 0, not -inf), so batching changes no result beyond the rounding of batched
+        convolutions."""
+        points = self._points(work, clicks)
+        first = self._points(work, clicks[:1]) if state is None else None
+        return Step((work.net_size, points.shape[1]), EMCStep(state, work.net_image, points, first))
 
-    def get_prediction(self, clicker: Clicker) -> np.ndarray:
-        """Probability map (H x W float32) for all clicks of ``clicker`` so far."""
-        return self.get_predictions([self], [clicker])[0]
+    def run(self, steps: Sequence[Step], stack: Callable[[Sequence[Any]], Any]) -> List[Tuple[EMCState, Tensor]]:
+        """The base network once for the objects at their first click, then one correction step
+        for all; per object its state with the refined 1/4-resolution logits fed back, and its
+        logits."""
+        items = [step.data for step in steps]
+        states = [item.state for item in items]
+        new = [i for i, item in enumerate(items) if item.state is None]
+        if new:
+            # the base network reads the first click alone: [B, 2, 3] points of equal shape
+            base = self.net.encode_image(stack_features([items[i].net_image for i in new]),
+                                         stack_features([items[i].first_points for i in new]))
+            for i, part in zip(new, _split(base, len(new))):
+                states[i] = part
+        # images and base features are stacked again only when the objects in flight change
+        image, feature, coarse = stack([(s.image, s.feature, s.coarse_logits_lr) for s in states])
+        batch = EMCState(image, feature, coarse, stack_features([s.prev_logits_lr for s in states]))
+        out = self.net.correct(batch, stack_features([item.points for item in items]))
+        return [(dataclasses.replace(state, prev_logits_lr=lr), full) for state, lr, full
+                in zip(states, out.logits_lr.chunk(len(items)), out.logits.chunk(len(items)))]
 
-    @staticmethod
-    def get_predictions(predictors: Sequence["EMCPredictor"], clickers: Sequence[Clicker]) -> List[np.ndarray]:
-        """``get_prediction`` of several predictors (``spawn``-ed from one, each with its own
-        image and clicker): one base-network call per network-input size for the objects at their
-        first click, then one correction call per (size, click rows) group.
+    def finish(self, work: EMCImage, state: Optional[EMCState], step: Step, output: Tuple[EMCState, Tensor]
+               ) -> Outcome:
+        """Network logits -> the object's probability map (``[1, 1, H, W]``)."""
+        new_state, logits = output
+        logits = logits.float()   # under autocast the map stays float32
+        if self.with_flip:
+            logits = merge_flip(logits)
+        return Outcome(resize(torch.sigmoid(logits), tuple(work.image.shape[-2:])), new_state)
 
-        Objects are grouped so that each sees the click padding it would see alone: the padded
-        rows enter the template scores (a padded row's similarity is 0, not -inf), so batching
-        changes no result beyond the rounding of batched convolutions."""
-        first = predictors[0]
-        for predictor in predictors:
-            predictor._network_image()
-            if (predictor.net, predictor.with_flip, predictor.clicks_limit) != \
-                    (first.net, first.with_flip, first.clicks_limit):
-                raise ValueError("predictors evaluated together must share network and settings (use spawn)")
-        clicks = [clicker.get_clicks() for clicker in clickers]
-        points = [predictor._points(c) for predictor, c in zip(predictors, clicks)]
-        logits: List[Optional[Tensor]] = [None] * len(predictors)
-        with torch.no_grad():
-            new = [i for i, predictor in enumerate(predictors) if predictor.state is None]
-            for members in _groups(new, lambda i: predictors[i].net_size).values():
-                images = stack_features([predictors[i]._net_image for i in members])
-                # the base network reads the first click alone: [B, 2, 3] points of equal shape
-                first_clicks = stack_features([predictors[i]._points(clicks[i][:1]) for i in members])
-                state = first.net.encode(images, first_clicks)
-                for i, part in zip(members, _split(state, len(members))):
-                    predictors[i].state = part
-            for members in _groups(range(len(predictors)), lambda i: (predictors[i].net_size, points[i].shape[1])
-                                   ).values():
-                state = first._stacked_state([predictors[i] for i in members])
-                out = first.net.correct(state, stack_features([points[i] for i in members]))
-                for i, lr, full in zip(members, out.logits_lr.chunk(len(members)), out.logits.chunk(len(members))):
-                    predictors[i].state = dataclasses.replace(predictors[i].state, prev_logits_lr=lr)
-                    logits[i] = full
-        return [predictor._finish(part) for predictor, part in zip(predictors, logits)]
-
-    def _network_image(self) -> Tensor:
-        if self._net_image is None:
-            raise RuntimeError("call set_input_image(image) first")
-        return self._net_image
-
-    def _points(self, clicks: List[Click]) -> Tensor:
+    def _points(self, work: EMCImage, clicks: List[Click]) -> Tensor:
         """The RITM points ``[B, 2N, 3]`` (float64) of ``clicks`` at network size, B = 2 with the
         flipped copy."""
         if not clicks:
             raise ValueError("EMC-Click predicts from clicks: add a click before get_prediction")
-        (H, W), (h, w) = self.original_image.shape[-2:], self.net_size
+        (H, W), (h, w) = work.image.shape[-2:], work.net_size
         scaled = [c.copy(coords=(c.coords[0] * (h / H), c.coords[1] * (w / W))) for c in clicks]
         lists = [scaled, flip_clicks(scaled, w)] if self.with_flip else [scaled]
         return points_from_clicks(lists, self.clicks_limit).to(self.device)
 
-    def _stacked_state(self, predictors: Sequence["EMCPredictor"]) -> EMCState:
-        """The predictors' states as one batch; images and base features are stacked again only
-        when the set of objects in flight changed."""
-        states = [p.state for p in predictors]
-        prev = stack_features([s.prev_logits_lr for s in states])
-        if len(states) == 1:
-            return dataclasses.replace(states[0], prev_logits_lr=prev)
-        last, stacked = self._stacked
-        if len(last) != len(states) or any(a is not b.feature for a, b in zip(last, states)):
-            stacked = [stack_features([getattr(s, name) for s in states])
-                       for name in ("image", "feature", "coarse_logits_lr")]
-            self._stacked[:] = [[s.feature for s in states], stacked]
-        return EMCState(*stacked, prev_logits_lr=prev)
 
-    def _finish(self, logits: Tensor) -> np.ndarray:
-        """Network logits ``[B, 1, h, w]`` of one object -> its probability map (H x W float32)."""
-        logits = logits.float()   # under autocast the map stays float32
-        if self.with_flip:
-            logits = merge_flip(logits)
-        prob = resize(torch.sigmoid(logits), tuple(self.original_image.shape[-2:]))
-        return prob[0, 0].cpu().numpy().copy()
+class EMCPredictor(ClickPredictor):
+    """``set_input_image(image)`` once per image, then ``get_prediction(clicker)`` after each
+    click of one object: ``EMCProtocol`` on the prediction engine. The network is used as given
+    (eval mode, on ``device``)."""
 
+    def __init__(self, net: EMCClick, short_side: int = EMC_DEFAULT_SHORT_SIDE, with_flip: bool = True,
+                 clicks_limit: Optional[int] = None, device: Union[str, torch.device] = "cpu") -> None:
+        super().__init__(EMCProtocol(net, short_side, with_flip, clicks_limit, device))
 
-def _groups(indices: Sequence[int], key: Any) -> Dict[Any, List[int]]:
-    groups: Dict[Any, List[int]] = {}
-    for i in indices:
-        groups.setdefault(key(i), []).append(i)
-    return groups
+    @property
+    def short_side(self) -> int:
+        return self.protocol.short_side
+
+    @property
+    def net_size(self) -> Tuple[int, int]:
+        """(h, w) of the network input for the current image."""
+        self._require_image("net_size")
+        return self._work.net_size
 
 
 def _split(state: EMCState, parts: int) -> List[EMCState]:
@@ -234,13 +210,10 @@ def _split(state: EMCState, parts: int) -> List[EMCState]:
 def make_emc_predictor(net: EMCClick, eval_mode: str = "cvpr", dataset_name: str = "", model_kind: str = "skipclick",
                        suppress_zoom: bool = False, with_flip: bool = True, clicks_limit: Optional[int] = None,
                        device: Union[str, torch.device] = "cpu") -> EMCPredictor:
-    """``get_predictor``'s factory for EMC-Click: ``eval_mode`` ``cvpr`` (short side 384, 576 for
-    DAVIS) or ``fixedN``; ``suppress_zoom`` changes nothing (EMC-Click never crops);
-    ``model_kind`` ``'ritm'`` (RITM's zoom-in protocol) is refused."""
+    """The family's predictor factory (its registry record names it): ``eval_mode`` ``cvpr``
+    (short side 384, 576 for DAVIS) or ``fixedN``; ``suppress_zoom`` changes nothing (EMC-Click
+    never crops); ``model_kind`` ``'ritm'`` (RITM's zoom-in protocol) is refused."""
     if model_kind == "ritm":
         raise ValueError("EMC-Click has its own protocol (whole image, short side resized, no zoom-in): "
                          "drop --eval-ritm")
     return EMCPredictor(net, emc_short_side(eval_mode, dataset_name), with_flip, clicks_limit, device)
-
-
-register_predictor(EMCClick, make_emc_predictor)

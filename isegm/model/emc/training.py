@@ -59,7 +59,7 @@ class EMCClickTraining(nn.Module):
             was_training = model.training
             model.eval()   # the simulated user sees the model as it predicts (BN statistics, no dropout)
             with torch.no_grad():
-                state = model.encode(images, points)
+                state = model.encode_image(images, points)
                 for click_index in range(1, num_clicks + 1):
                     logits = model.correct(state, points).logits
                     points = add_next_clicks(torch.sigmoid(logits.float()), gt, points, click_index, rng,

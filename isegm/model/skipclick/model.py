@@ -28,10 +28,8 @@ from .detail import DetailRefiner
 from .fusion import FusionStack, token_grid
 from .head import SegFormerHead
 from ..layers import PatchEmbed
+from ..normalize import ImageNormalize
 from .neck import BranchCache, SimpleFPN
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -162,18 +160,14 @@ class SkipClick(nn.Module):
         self.head = SegFormerHead(config.fpn_dims, config.head_channels, upsample=config.head_upsample)
         self.fuse = nn.Linear(dim * len(config.tap_blocks), dim) if len(config.tap_blocks) > 1 else None
         self.detail = DetailRefiner(config.detail_channels) if config.detail_channels else None
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.normalize = ImageNormalize()
         if config.freeze_backbone:
             self.feature_extractor.requires_grad_(False)
 
-    def normalize(self, image: Tensor) -> Tensor:
-        """ImageNet mean/std normalisation of an RGB ``[B,3,H,W]`` image in [0, 1] (float32)."""
-        return (image.float() - self.mean) / self.std
-
-    def encode_image(self, image: Tensor) -> ImageFeatures:
+    def encode_image(self, image: Tensor, points: Optional[Tensor] = None) -> ImageFeatures:
         """Run everything image-only: ``image`` float ``[B, 3, H, W]`` in [0, 1], H and W multiples
-        of the patch size (14 for DINOv2, 16 for DINOv3)."""
+        of the patch size (14 for DINOv2, 16 for DINOv3). ``points`` is not read: the families'
+        common signature (``isegm.model.families``)."""
         if image.dim() != 4 or image.shape[1] != 3:
             raise ValueError(f"image must be [B, 3, H, W], got {tuple(image.shape)}")
         if not image.is_floating_point():
