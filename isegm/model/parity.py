@@ -266,7 +266,8 @@ def trace(model: nn.Module, image: Tensor, prev_mask: Tensor, points: Tensor) ->
         for i, level in enumerate(output):
             keep(f"fpn.{i}", level)
 
-    hooks += [model.neck.register_forward_hook(on_fpn), model.head.register_forward_hook(on_output("head_out"))]
+    hooks += [model.fast_neck.register_forward_hook(on_fpn),
+              model.fast_head.register_forward_hook(on_output("head_out"))]
     try:
         with torch.no_grad(), _eval_mode(model):
             out = model(torch.cat([image, prev_mask], dim=1), points)

@@ -1,13 +1,10 @@
 """SegFormer all-MLP head (Xie et al. 2021) as used by SimpleClick and SkipClick.
 
-Each pyramid level goes through a 1x1 conv + ReLU, is resized bilinearly to the finest level,
-and the concatenation is mixed by a 1x1 ``fusion_conv`` + ReLU, then classified by ``conv_seg``.
-A 1x1 conv commutes with a bilinear resize (both are linear, one over channels, one over
-space), so each level's share of ``fusion_conv`` is applied at that level's own resolution and
-resized afterwards: the same function, with 1/4 of the multiply-adds at the finest level.
-The resize itself is separable: a product with a ``[W, w]`` matrix along the width, then one
-with an ``[H, h]`` matrix along the height that accumulates straight into the sum, so no
-full-resolution copy of a coarse level is ever made.
+Each pyramid level goes through a 1x1 conv + ReLU (the per-level MLP), is resized bilinearly
+to the finest level, and the concatenation is mixed by a 1x1 ``fusion_conv`` + ReLU, then
+classified by ``conv_seg``. ``upsample`` x2 / x4 adds learned 2x up-convs before ``conv_seg``.
+
+This is the readable form; the model runs the same layers through ``fast_decoder.FastHead``.
 """
 from __future__ import annotations
 
@@ -16,8 +13,6 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-from . import channels_last as cl
 
 
 class ConvReLU(nn.Module):
@@ -37,17 +32,6 @@ def _up_conv(channels: int) -> nn.Sequential:
 
 
 UPSAMPLE_FACTORS = {"x1": 1, "x2": 2, "x4": 4}
-
-
-def resize_matrix(size_in: int, size_out: int, like: Tensor) -> Tensor:
-    """``[size_out, size_in]`` weights of a 1-D linear resize with ``align_corners=False``.
-
-    Made by resizing the identity with ``F.interpolate``, so the weights are the ones torch's
-    bilinear kernel uses along each axis.
-    """
-    eye = torch.eye(size_in, dtype=like.dtype, device=like.device)[None]
-    # CUDA autocast runs interpolate in float32; the in-place sums need like's dtype
-    return F.interpolate(eye, size=size_out, mode="linear", align_corners=False)[0].t().to(like.dtype)
 
 
 class SegFormerHead(nn.Module):
@@ -70,25 +54,16 @@ class SegFormerHead(nn.Module):
 
     def fuse(self, inputs: Sequence[Tensor]) -> Tensor:
         """``fusion_conv`` output (after its ReLU), ``[B, width, h0, w0]`` at the finest level."""
-        fusion = self.fusion_conv.conv
-        w = fusion.weight.flatten(1)                                      # [width, levels*width]
-        width = w.shape[0]
-        shares = [F.linear(F.relu(cl.conv(level.conv, cl.from_nchw(x))), w[:, i * width:(i + 1) * width])
-                  for i, (x, level) in enumerate(zip(inputs, self.convs))]   # each level's share
-        B, H, W, _ = shares[0].shape
-        total = shares[0] + fusion.bias.to(shares[0].dtype)   # under autocast the shares are bf16 / fp16
-        for y in shares[1:]:
-            y = torch.matmul(resize_matrix(y.shape[2], W, y), y)             # width: [B, h, W, width]
-            rows = resize_matrix(y.shape[1], H, y).expand(B, -1, -1)
-            total.view(B, H, W * width).baddbmm_(rows, y.reshape(B, y.shape[1], W * width))   # height, summed
-        return cl.to_nchw(F.relu(total))
+        size = inputs[0].shape[-2:]
+        levels = [F.interpolate(mlp(x), size=size, mode="bilinear", align_corners=False)
+                  for mlp, x in zip(self.convs, inputs)]
+        return self.fusion_conv(torch.cat(levels, 1))
 
     def forward(self, inputs: Sequence[Tensor]) -> Tensor:
         """Four pyramid maps -> logits ``[B, num_classes, h, w]`` (h = h0 * upsample factor)."""
-        x = cl.from_nchw(self.fuse(inputs))
+        x = self.fuse(inputs)
         if self.upsample != "x1":
-            x = cl.run(self.up_conv1, x)
+            x = self.up_conv1(x)
         if self.upsample == "x4":
-            x = cl.run(self.up_conv2, x)
-        x = cl.from_nchw(self.dropout(cl.to_nchw(x)))
-        return cl.to_nchw(cl.conv(self.conv_seg, x))
+            x = self.up_conv2(x)
+        return self.conv_seg(self.dropout(x))

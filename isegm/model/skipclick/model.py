@@ -7,11 +7,13 @@
       + fusion-stack position table, + each FPN branch's click-independent terms
     decode(features, points, prev_mask)      per click
       click disks + prev mask -> patch embed -> + image tokens -> fusion stack
-      -> SimpleFPN (skips cached) -> SegFormer head [-> DetailRefiner, tiny model only]
+      -> SimpleFPN (skip halves cached) -> SegFormer head [-> DetailRefiner, tiny model only]
       -> bilinear upsample (align_corners=True)
 
 ``model(torch.cat([image, prev_mask], 1), points)['instances']`` is the family's full forward
-and equals ``decode(encode_image(image), points, prev_mask)``.
+and equals ``decode(encode_image(image), points, prev_mask)``. ``neck`` and ``head`` hold the
+plain layers (``neck.py``, ``head.py``); the per-click path runs them as ``fast_neck`` and
+``fast_head`` (``fast_decoder.py``), the same function evaluated faster.
 """
 from __future__ import annotations
 
@@ -24,12 +26,13 @@ from torch import Tensor, nn
 
 from ..backbones import BACKBONES, DinoViT, build_backbone
 from ..click_maps import DISK_RADIUS, encode_clicks, validate_points
-from .detail import DetailRefiner
-from .fusion import FusionStack, token_grid
-from .head import SegFormerHead
 from ..layers import PatchEmbed
 from ..normalize import ImageNormalize
-from .neck import BranchCache, SimpleFPN
+from .detail import DetailRefiner
+from .fast_decoder import BranchCache, FastFPN, FastHead
+from .fusion import FusionStack, token_grid
+from .head import SegFormerHead
+from .neck import SimpleFPN
 
 
 @dataclass
@@ -91,7 +94,7 @@ class ImageFeatures:
     ``taps``: the tapped backbone maps ``[B, N, C]`` (prefix tokens dropped).
     ``tokens``: image tokens entering the fusion stack ``[B, N, C]``.
     ``pos_embed``: the fusion stack's position table for this grid ``[1, N, C]``.
-    ``neck``: each FPN branch's click-independent state (``SimpleFPN.precompute``).
+    ``neck``: each FPN branch's click-independent state (``FastFPN.precompute``).
     ``grid``: token grid (gh, gw); ``image_size``: (H, W) of the network input.
     ``detail``: the ``DetailRefiner``'s stride-2 image features (None without one).
     """
@@ -158,6 +161,7 @@ class SkipClick(nn.Module):
                                         token_grid(config.train_size, self.patch_size))
         self.neck = SimpleFPN(dim, config.fpn_dims, skip_dim=dim if config.skip_connections else 0)
         self.head = SegFormerHead(config.fpn_dims, config.head_channels, upsample=config.head_upsample)
+        self.fast_neck, self.fast_head = FastFPN(self.neck), FastHead(self.head)   # no parameters of their own
         self.fuse = nn.Linear(dim * len(config.tap_blocks), dim) if len(config.tap_blocks) > 1 else None
         self.detail = DetailRefiner(config.detail_channels) if config.detail_channels else None
         self.normalize = ImageNormalize()
@@ -179,7 +183,7 @@ class SkipClick(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_backbone):
             taps = self.feature_extractor(normalized)
         tokens = self.fuse(torch.cat(taps, dim=-1)) if self.fuse is not None else taps[0]
-        neck = self.neck.precompute(taps if self.config.skip_connections else None, grid)
+        neck = self.fast_neck.precompute(taps if self.config.skip_connections else None, grid)
         detail = self.detail.encode(normalized) if self.detail is not None else None
         return ImageFeatures(taps, tokens, self.backbone_mix.pos_embed_for(grid), neck, grid,
                              tuple(image.shape[-2:]), detail)
@@ -204,7 +208,7 @@ class SkipClick(nn.Module):
         validate_points(points, (H, W))
         click_maps = encode_clicks(points, prev_mask, self.config.disk_radius)
         x = self.backbone_mix(features.tokens, self.patch_embed_coords(click_maps), features.pos_embed)
-        logits = self.head(self.neck(x, features.grid, features.neck))
+        logits = self.fast_head(self.fast_neck(x, features.grid, features.neck))
         if self.detail is not None:
             logits = self.detail(logits, features.detail, click_maps)
         return F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=True)

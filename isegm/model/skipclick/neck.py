@@ -1,40 +1,24 @@
-"""SimpleFPN (ViTDet-style) turning the fused ``[B, N, C]`` tokens into a 4-level pyramid.
+"""SimpleFPN (ViTDet, as in SimpleClick) turning the fusion-stack tokens into a 4-level pyramid.
 
-Per click, each branch recomputes only what depends on the clicks. ``precompute`` runs once
-per image and caches, per branch:
+The token grid (stride 14 or 16) is one plain map; four parallel branches bring it to 4x, 2x,
+1x and 1/2x its resolution (the pyramid's strides 4, 8, 16, 32) with transposed convs, a 1x1
+conv and a stride-2 conv, each followed by GroupNorm. SkipClick's skip connections feed each
+branch ``cat([fusion-stack output, tapped backbone map])``, one tap per level (blocks 2, 5, 8,
+11 for strides 4, 8, 16, 32), so the click-free image features reach the head directly.
 
-* with skip connections, the image-only half of the first layer: the branch reads
-  ``cat([fusion-stack output, tapped backbone map])``, and a linear layer of a concatenation is
-  the sum of its two halves, so the tap's half (plus the bias) is computed once;
-* every ``2x2 ConvT -> GroupNorm(1) -> 1x1 conv`` run folded into one product
-  (``norm_fold.FoldedNorm``), with its image-only statistics terms.
-
-The sums are the same layers, evaluated in another order.
+This is the readable form; the model runs the same layers through ``fast_decoder.FastFPN``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from . import channels_last as cl
-from .norm_fold import FoldedNorm, foldable
 
-
-@dataclass
-class BranchCache:
-    """Click-independent state of one FPN branch (see ``SimpleFPN.precompute``)."""
-
-    skip: Optional[Tensor] = None                            # [B', h, w, cols] first layer's tap half
-    folds: Dict[int, FoldedNorm] = field(default_factory=dict)   # first layer index -> folded run
-
-    @classmethod
-    def cat(cls, caches: Sequence["BranchCache"]) -> "BranchCache":
-        """The caches of one branch for several images, as one batch in order."""
-        skip = None if caches[0].skip is None else torch.cat([c.skip for c in caches])
-        return cls(skip, {i: FoldedNorm.cat([c.folds[i] for c in caches]) for i in caches[0].folds})
+def tokens_to_map(tokens: Tensor, grid: Tuple[int, int]) -> Tensor:
+    """``[B, h*w, C]`` tokens -> ``[B, C, h, w]`` map."""
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid)
 
 
 class SimpleFPN(nn.Module):
@@ -67,70 +51,26 @@ class SimpleFPN(nn.Module):
 
     @property
     def branches(self) -> Tuple[nn.Sequential, ...]:
+        """The four branches, finest level first."""
         return self.down_4, self.down_8, self.down_16, self.down_32
 
-    def _split(self, layer: nn.Module) -> Tuple[Tensor, Tensor]:
-        """First-layer matrix rows for the fusion-stack input and for the skip input."""
-        w = cl.conv_matrix(layer)
-        k = w.shape[0] // (self.in_dim + self.skip_dim)   # rows per input channel (4 for 2x2 convs)
-        return w[: self.in_dim * k], w[self.in_dim * k:]
-
-    def precompute(self, taps: Optional[Sequence[Tensor]], grid: Tuple[int, int]) -> List[BranchCache]:
-        """Each branch's click-independent state, once per image.
-
-        ``taps``: with skip connections, four ``[B, N, C]`` maps for branches 4, 8, 16, 32 in
-        that order (None without). Weight-derived terms are rebuilt here too, so a cache always
-        matches the current weights (also while training).
-        """
+    def check_taps(self, taps: Optional[Sequence[Tensor]]) -> None:
+        """Raise unless ``taps`` fits this FPN: four maps with skip connections."""
         if self.skip_dim and (taps is None or len(taps) != 4):
             raise ValueError(f"this FPN has skip connections: it needs 4 tapped maps, got "
                              f"{None if taps is None else len(taps)}")
-        caches = []
-        for b, branch in enumerate(self.branches):
-            cache = BranchCache()
-            if self.skip_dim:
-                first = branch[0]
-                rows = cl.conv_rows(first, taps[b].reshape(taps[b].shape[0], *grid, -1))
-                cache.skip = (torch.addmm(cl.conv_bias(first), rows.flatten(0, 2), self._split(first)[1])
-                              .view(*rows.shape[:3], -1))
-            i = 0
-            while i < len(branch):
-                if not foldable(branch, i):
-                    i += 1
-                    continue
-                head = i == 0 and cache.skip is not None   # z carries only the fusion-stack channels
-                cache.folds[i] = FoldedNorm.build(*branch[i:i + 3], in_rows=slice(0, self.in_dim) if head
-                                                  else slice(None), offset=cache.skip if head else None)
-                if head:
-                    cache.skip = None                      # now inside the fold's offset
-                i += 3
-            caches.append(cache)
-        return caches
 
     def forward(self, x: Tensor, grid: Tuple[int, int],
-                cache: Optional[Sequence[BranchCache]] = None) -> List[Tensor]:
-        """``x`` [B, N, in_dim] -> four ``[B, C_i, h_i, w_i]`` maps (channels-last memory).
+                taps: Optional[Sequence[Tensor]] = None) -> List[Tensor]:
+        """``x`` [B, N, in_dim] fusion-stack tokens -> four ``[B, C_i, h_i, w_i]`` maps.
 
-        ``cache``: the output of ``precompute`` (batch 1 or B); required with skip connections,
-        computed here otherwise.
+        ``taps``: with skip connections, the tapped maps ``[B or 1, N, skip_dim]`` for the levels
+        at strides 4, 8, 16, 32 in that order (batch 1 serves every click set).
         """
-        if cache is None:
-            if self.skip_dim:
-                raise ValueError("this FPN has skip connections: pass the cache from precompute(taps, grid)")
-            cache = self.precompute(None, grid)
-        x = x.reshape(x.shape[0], *grid, -1)
-        return [cl.to_nchw(self._branch(branch, x, c)) for branch, c in zip(self.branches, cache)]
-
-    def _branch(self, branch: nn.Sequential, x: Tensor, cache: BranchCache) -> Tensor:
-        i, y = 0, x
-        if cache.skip is not None:
-            first = branch[0]
-            y = torch.matmul(cl.conv_rows(first, x), self._split(first)[0])
-            y += cache.skip   # in place: the product is a fresh tensor, and broadcasting a batch-1 term
-            y, i = cl.conv_finish(first, y), 1
-        while i < len(branch):
-            if i in cache.folds:
-                y, i = cache.folds[i](y), i + 3
-            else:
-                y, i = cl.apply(branch[i], y), i + 1
-        return y
+        self.check_taps(taps)
+        x = tokens_to_map(x, grid)
+        if not self.skip_dim:
+            return [self.down_4(x), self.down_8(x), self.down_16(x), self.down_32(x)]
+        t4, t8, t16, t32 = (tokens_to_map(t, grid).expand(x.shape[0], -1, -1, -1) for t in taps)
+        return [self.down_4(torch.cat([x, t4], 1)), self.down_8(torch.cat([x, t8], 1)),
+                self.down_16(torch.cat([x, t16], 1)), self.down_32(torch.cat([x, t32], 1))]
