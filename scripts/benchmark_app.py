@@ -30,7 +30,7 @@ from app_browser import AppPage, chromium, missing  # noqa: E402
 from isegm.app import AnnotationApp, model_backend  # noqa: E402
 from isegm.app.backend import DTYPES  # noqa: E402
 from isegm.app.server import serve_in_thread  # noqa: E402
-from isegm.data.datasets.synthetic import ATHLETE_KINDS, render_scene  # noqa: E402
+from isegm.data.scenes import ATHLETE_KINDS, render_scene  # noqa: E402
 from isegm.model import build_skipclick, load_checkpoint  # noqa: E402
 from isegm.utils.device import device_name, native_reduced_precision, select_device  # noqa: E402
 

@@ -23,7 +23,7 @@ from PIL import Image
 from conftest import REPO
 from isegm.app import AnnotationApp, baseline_backend
 from isegm.app.server import serve_in_thread
-from isegm.data.datasets.synthetic import render_scene
+from isegm.data.scenes import render_scene
 from isegm.utils.masks import padded_distance
 from isegm.utils.rle import decode_rle
 
