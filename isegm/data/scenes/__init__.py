@@ -14,13 +14,13 @@ Every drawn object is a ``SceneObject`` with a kind (``KINDS``). Layer 0 holds w
 (athletes, held gear, gates, trees, fences) and is a partition of the visible pixels; layer 1
 holds the worn gear (helmet, goggles), whose parent is its athlete. An athlete's mask is the
 person with what they wear; skis, poles and snowboards are objects of their own, as COCO
-annotates them. Masks are *visible* masks: whatever
-is drawn in front of an object (another athlete, a gate, a tree, a fence mesh) is removed from
-it; ``Scene.amodal_mask`` gives the unoccluded shape.
+annotates them. Masks are *visible* masks: whatever is drawn in front of an object (another
+athlete, a gate, a tree, a fence mesh) is removed from it; ``Scene.amodal_mask`` gives the
+unoccluded shape.
 
-``TARGET_KINDS`` (athletes, their equipment and gates) are the interactive-segmentation
-targets of the generated datasets; trees and fences are scenery: occluders and distractors, background
-in every target mask.
+``TARGET_KINDS`` (athletes, their equipment and gates) are the interactive-segmentation targets
+of the generated datasets; trees and fences are scenery: occluders and distractors, background in
+every target mask.
 
 Conventions: images H x W x 3 uint8 RGB, label layers int32 H x W x 2, pixel positions
 ``(y, x)`` in the public API (the drawing code uses OpenCV ``(x, y)`` points internally).

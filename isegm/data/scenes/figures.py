@@ -52,6 +52,7 @@ class View:
         self.foot, self.height = np.asarray(foot, np.float64), height
 
     def ground(self, points: np.ndarray) -> np.ndarray:
+        """Body-frame points -> ground-frame points (N, 3): rolled, then turned by the yaw."""
         return np.asarray(points, np.float64).reshape(-1, 3) @ self.to_ground.T
 
     def project(self, ground: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
