@@ -4,7 +4,8 @@ Serves one generated winter-sports image (a 720 x 1280 broadcast-like close-up) 
 (random weights unless ``--checkpoint``; latency does not depend on the values), opens the page,
 clicks on the athletes and the background, and reads after each click the latency the page
 shows: from the mouse-down to the frame with the new mask drawn (the request, the model's
-per-click path, the answer and the drawing), and the model's share of it.
+per-click path, the answer and the drawing), and the model's share of it. The page is driven
+by ``app_browser.py`` beside this script.
 
     python scripts/benchmark_app.py --device cpu --dtype fp32 bf16 --clicks 10 --threads 2
 """
@@ -25,11 +26,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from app_browser import AppPage, chromium, missing  # noqa: E402
 from isegm.app import AnnotationApp, model_backend  # noqa: E402
 from isegm.app.backend import DTYPES  # noqa: E402
-from isegm.app.browser import AppPage, chromium, missing  # noqa: E402
 from isegm.app.server import serve_in_thread  # noqa: E402
-from isegm.data.datasets.synthetic import ATHLETE_KINDS, render_scene  # noqa: E402
+from isegm.data.scenes import ATHLETE_KINDS, render_scene  # noqa: E402
 from isegm.model import build_skipclick, load_checkpoint  # noqa: E402
 from isegm.utils.device import device_name, native_reduced_precision, select_device  # noqa: E402
 

@@ -19,8 +19,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from isegm.data.datasets.synthetic import (ATHLETE_KINDS, EQUIPMENT_KINDS, EVAL_SEED_OFFSET, Scene,  # noqa: E402
-                                           render_scene)
+from isegm.data.datasets.winter import EVAL_SEED_OFFSET  # noqa: E402
+from isegm.data.scenes import ATHLETE_KINDS, EQUIPMENT_KINDS, Scene, render_scene  # noqa: E402
 
 OUTLINES = {**{kind: (255, 230, 0) for kind in ATHLETE_KINDS}, **{kind: (0, 230, 255) for kind in EQUIPMENT_KINDS},
             "flag": (255, 0, 200)}

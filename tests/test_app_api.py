@@ -21,7 +21,7 @@ from isegm.app.__main__ import main as app_main
 from isegm.app.backend import ImageCache, mask_state
 from isegm.app.server import serve_in_thread
 from isegm.app.store import AnnotationStore, SavedObject, StoreError
-from isegm.data.datasets.synthetic import ATHLETE_KINDS, render_scene
+from isegm.data.scenes import ATHLETE_KINDS, render_scene
 from isegm.inference.clicker import Click
 from isegm.model import build_skipclick, load_checkpoint, save_checkpoint
 from isegm.utils.masks import padded_distance

@@ -8,22 +8,35 @@ README's picture).
 """
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
 from pathlib import Path
+from types import ModuleType
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from isegm.app import AnnotationApp, baseline_backend, browser
+from conftest import REPO
+from isegm.app import AnnotationApp, baseline_backend
 from isegm.app.server import serve_in_thread
-from isegm.data.datasets.synthetic import render_scene
+from isegm.data.scenes import render_scene
 from isegm.utils.masks import padded_distance
 from isegm.utils.rle import decode_rle
 
+
+def _load_driver() -> ModuleType:
+    """``scripts/app_browser.py``, the page driver the app's latency benchmark also uses."""
+    spec = importlib.util.spec_from_file_location("app_browser", REPO / "scripts" / "app_browser.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+browser = _load_driver()
 pytestmark = pytest.mark.skipif(browser.missing() is not None, reason=f"no browser: {browser.missing()}")
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"

@@ -1,7 +1,7 @@
 """Parity with the authors' SkipClick, against the reference fixtures in
 ``shared/reference/model/`` (see its README): state-dict layout, fill, full-forward logits,
 late fusion, every traced intermediate, positional tables, construction details, the block-2
-quirk and the layer-by-layer helper in ``isegm.model.parity``.
+quirk and the layer-by-layer helper in ``parity_harness``.
 
 Every model carries the ``fill.py`` weights of its reference config. Tolerances are the README's
 (``parity.tolerance``): logits / head_out ``atol 3e-5``, other intermediates ``1e-4`` on samples and
@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import parity_harness as parity
 from conftest import REFERENCE_VARIANTS, reference_file
 from isegm.model import build_skipclick
-from isegm.model import parity
 from isegm.model.backbones import DinoV3, build_backbone
 from isegm.model.layers import LinearKMaskedBias
 

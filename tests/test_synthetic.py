@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from isegm.data.datasets.base import FirstSamples
-from isegm.data.datasets.synthetic import (ATHLETE_KINDS, EQUIPMENT_KINDS, WORN_KINDS, KINDS, TARGET_KINDS, Scene,
-                                           WinterSportsDataset, WinterSportsEvalDataset, render_scene)
 from isegm.data.datasets.training import PointsSampler
+from isegm.data.datasets.winter import WinterSportsDataset, WinterSportsEvalDataset
 from isegm.data.sample import TrainingSample
+from isegm.data.scenes import ATHLETE_KINDS, KINDS, TARGET_KINDS, WORN_KINDS, Scene, render_scene
 from isegm.inference.baselines import get_baseline
 from isegm.inference.evaluation import run_dataset
 

@@ -171,7 +171,7 @@ def build_datasets(recipe: Recipe, cfg: Dict[str, Any], seed: int = 0) -> Tuple[
                             epoch_len=recipe.epoch_len, keep_background_prob=recipe.keep_background_prob, **common)
         val = None
     elif recipe.dataset == "winter":
-        from ..data.datasets.synthetic import WinterSportsDataset
+        from ..data.datasets.winter import WinterSportsDataset
         kinds = {"kinds": recipe.kinds} if recipe.kinds else {}
         train = WinterSportsDataset(num_scenes=recipe.num_scenes, size=recipe.scene_size, augmentation=train_aug,
                                     epoch_len=recipe.epoch_len, keep_background_prob=recipe.keep_background_prob,

@@ -1,7 +1,8 @@
 """The RITM click simulator: each new click goes to the centre of the largest error region.
 
-The rules are those of the original evaluation (``shared/reference/eval/README.md``) and are
-pinned by its goldens; every one of them changes NoC on real images:
+The rules are those of the original evaluation (RITM's ``isegm/inference/clicker.py``,
+github.com/SamsungLabs/ritm_interactive_segmentation, kept by SkipClick), and the tests check
+them against the original's clicks; every one of them changes NoC on real images:
 
 * object = ``gt == 1``, ignore = ``gt == -1`` (never a click candidate), anything else background;
 * false-negative / false-positive masks get a 1-pixel zero border before an exact Euclidean

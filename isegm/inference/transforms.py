@@ -1,8 +1,9 @@
 """Predictor-side transforms of the RITM family: ZoomIn (crop and resize to the network size)
 and horizontal-flip test-time augmentation.
 
-The rules are those of the original evaluation (``shared/reference/eval/README.md``,
-"Predictor-side chain") and are pinned by ``transform_chain_golden.json``. Boxes are
+The rules are those of the original evaluation (RITM's ``isegm/inference/transforms/zoom_in.py``
+and ``flip.py``, github.com/SamsungLabs/ritm_interactive_segmentation, kept by SkipClick), and the
+tests check the whole chain against the original's outputs. Boxes are
 ``(rmin, rmax, cmin, cmax)`` with inclusive pixel indices; clicks are ``(y, x)`` = (row, col).
 Every resize is bilinear with ``align_corners=True``, as in the original.
 """

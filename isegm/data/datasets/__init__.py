@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Type
 
 from ...utils.config import DEFAULT_CONFIG
+from ..scenes import ATHLETE_KINDS
 from .base import DatasetError, DatasetNotFoundError, FirstSamples, FolderPairsDataset, ISDataset, PathLike
 from .coco import CocoDataset, decode_segmentation
 from .coco_lvis import CocoLvisDataset
@@ -17,7 +18,7 @@ from .davis import COCOMValDataset, DavisDataset
 from .grabcut import BerkeleyDataset, GrabCutDataset
 from .hqseg import HQSEG_VAL_SUBSETS, HQSegDataset
 from .sbd import SBDDataset, SBDEvaluationDataset
-from .synthetic import ATHLETE_KINDS, WinterSportsDataset, WinterSportsEvalDataset
+from .winter import WinterSportsDataset, WinterSportsEvalDataset
 from .wseseg import WSESEG_CLASSES, MaskFolderDataset, SHSegDataset, WSESegDataset
 
 # Dataset name (as the original's --datasets takes it) -> loader and its extra arguments.

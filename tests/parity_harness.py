@@ -1,4 +1,4 @@
-"""Layer-by-layer parity against the reference goldens (``shared/reference/model/README.md``).
+"""Layer-by-layer parity against the reference goldens (``../shared/reference/model/README.md``).
 
 Useful to anyone porting weights or changing a layer: ``trace`` runs the model once and returns
 every intermediate under the goldens' names, ``compare`` checks one tensor against a golden entry

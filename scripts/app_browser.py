@@ -1,7 +1,8 @@
-"""The page in headless Chromium, driven through selenium: the app's end-to-end test and its
-click-to-mask benchmark use it. Development tools, not runtime needs: ``pip install selenium``
-(the ``dev`` extra) and the Debian packages ``chromium chromium-driver`` (selenium then drives
-``/usr/bin/chromedriver`` without downloading anything).
+"""The annotation page in headless Chromium, driven through selenium: ``benchmark_app.py`` beside
+it imports it, and ``tests/test_app_browser.py`` loads it from this folder. Development tools,
+not runtime needs: ``pip install selenium`` (the ``dev`` extra) and the Debian packages
+``chromium chromium-driver`` (selenium then drives ``/usr/bin/chromedriver`` without
+downloading anything).
 """
 from __future__ import annotations
 
@@ -129,4 +130,5 @@ class AppPage:
                 "server_ms": float(data.get("serverMs", "nan")), "count": int(data.get("count", 0))}
 
     def status(self) -> str:
+        """The text of the page's status line."""
         return self.driver.execute_script("return document.getElementById('status').textContent;")
