@@ -1,5 +1,5 @@
-"""Latency and FLOPs of a click: SkipClick (``encode_image`` once per image, ``decode`` per click)
-and EMC-Click (``encode``, its base network, on the first click; ``correct`` on every click).
+"""Latency and FLOPs of a click, for any model family: ``encode_image`` (SkipClick: once per
+image; EMC-Click: its base network, on an object's first click) and ``decode`` on every click.
 
 For SkipClick it also times the full forward and, for comparison on the same machine and run,
 the per-click work as the authors' ``apply_click`` does it (``authors_decode``: fusion linear
@@ -25,7 +25,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple, Union
+from typing import Any, Callable, Dict, List, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -33,15 +33,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from isegm.model import EMC_CONFIGS, EMCClick, ImageFeatures, SkipClick, build_emc, build_skipclick  # noqa: E402
+from isegm.model import all_families, family_of, load_checkpoint  # noqa: E402
 from isegm.model.click_maps import encode_clicks  # noqa: E402
-from isegm.model.skipclick.fusion import FusionStack  # noqa: E402
 from isegm.utils.device import device_name, native_reduced_precision, select_device  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def authors_fusion_stack(stack: FusionStack, tokens: torch.Tensor, clicks: torch.Tensor,
+def authors_fusion_stack(stack: torch.nn.Module, tokens: torch.Tensor, clicks: torch.Tensor,
                          pos_embed: torch.Tensor) -> torch.Tensor:
     """The fusion stack as the authors' EncoderStack computes it: attention as an explicit
     ``softmax(q k^T / sqrt(d)) v`` (about twice the time of SDPA on a CPU at 1024 tokens)."""
@@ -56,7 +55,7 @@ def authors_fusion_stack(stack: FusionStack, tokens: torch.Tensor, clicks: torch
     return x
 
 
-def authors_decode(model: SkipClick, features: ImageFeatures, points: torch.Tensor,
+def authors_decode(model: torch.nn.Module, features: Any, points: torch.Tensor,
                    prev_mask: torch.Tensor) -> torch.Tensor:
     """The authors' per-click computation, restated plainly (reference for speed and outputs)."""
     taps = features.taps
@@ -131,7 +130,7 @@ def click_sequence(n: int, size: Union[int, Tuple[int, int]], batch: int,
     return sequences
 
 
-def compare_with_authors(model: SkipClick, features: ImageFeatures, points: torch.Tensor, prev: torch.Tensor,
+def compare_with_authors(model: torch.nn.Module, features: Any, points: torch.Tensor, prev: torch.Tensor,
                          args: argparse.Namespace, device: torch.device) -> Dict:
     """The authors' per-click path against ``decode`` on the same inputs, timed in alternating
     pairs so that load from other processes hits both alike; the speedup is the median of the
@@ -154,8 +153,10 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux: KiB
 
 
-def run_size(model: SkipClick, size: int, args: argparse.Namespace, device: torch.device) -> Dict:
-    """All measurements for one input size and dtype."""
+def run_size(model: torch.nn.Module, size: int, args: argparse.Namespace, device: torch.device) -> Dict:
+    """SkipClick at one square input size and dtype: every measurement of ``run_protocol_size``
+    with the previous probabilities fed back as the evaluation does, the full forward, and the
+    authors' per-click computation beside ours."""
     gen = torch.Generator().manual_seed(size)
     image = torch.rand(args.batch_size, 3, size, size, generator=gen).to(device)
     clicks = [p.to(device) for p in click_sequence(args.clicks + args.warmup, size, args.batch_size, gen)]
@@ -215,9 +216,11 @@ def first_click_seconds(encode: Callable[[], object], click: Callable[[object], 
     return encoded_at - start, time.perf_counter() - start
 
 
-def run_emc_size(model: EMCClick, size: Tuple[int, int], args: argparse.Namespace, device: torch.device) -> Dict:
-    """EMC-Click at one network input (H, W) and dtype: the base network (``encode``), a first
-    click (``encode`` + ``correct``), every later click (``correct``, the state fed back), FLOPs."""
+def run_protocol_size(model: torch.nn.Module, size: Tuple[int, int], args: argparse.Namespace,
+                      device: torch.device) -> Dict:
+    """Any family at one network input (H, W) and dtype, through the families' common calls:
+    ``encode_image`` (with the first click), a first click (``encode_image`` + ``decode``), every
+    later click (``decode``, the family's own state fed back), FLOPs."""
     gen = torch.Generator().manual_seed(size[0] * 10007 + size[1])
     image = torch.rand(args.batch_size, 3, *size, generator=gen).to(device)
     clicks = [p.to(device) for p in click_sequence(args.clicks + args.warmup, size, args.batch_size, gen)]
@@ -230,48 +233,48 @@ def run_emc_size(model: EMCClick, size: Tuple[int, int], args: argparse.Namespac
         encode, first = [], []
         for _ in range(args.warmup + args.encode_repeats):
             encode_s, first_s = first_click_seconds(lambda: model.encode_image(image, clicks[0]),
-                                                    lambda state: model.correct(state, clicks[0]), device)
+                                                    lambda state: model.decode(state, clicks[0]), device)
             encode.append(encode_s)
             first.append(first_s)
-        result["encode"] = stats_ms(encode[args.warmup:])
+        result["encode_image"] = stats_ms(encode[args.warmup:])
         result["first_click"] = stats_ms(first[args.warmup:])
         state = model.encode_image(image, clicks[0])
-        per_click = [timed(lambda: model.correct(state, points), device) for points in clicks]
-        result["correct"] = stats_ms(per_click[args.warmup:])
+        per_click = [timed(lambda: model.decode(state, points), device) for points in clicks]
+        result["decode"] = stats_ms(per_click[args.warmup:])
         result["peak_memory_mb"] = peak_memory_mb(device)
-        result["gflops"] = {"first_click": gflops(lambda: model.correct(model.encode_image(image, clicks[0]), clicks[0])),
-                            "per_click": gflops(lambda: model.correct(state, clicks[-1]))}
+        result["gflops"] = {"first_click": gflops(lambda: model.decode(model.encode_image(image, clicks[0]), clicks[0])),
+                            "per_click": gflops(lambda: model.decode(state, clicks[-1]))}
     if dtype != torch.float32:
         last = clicks[-1]
         with torch.inference_mode():
-            ref = model.correct(model.encode_image(image, last), last).logits
+            ref = model.decode(model.encode_image(image, last), last)
             with autocast:
-                low = model.correct(model.encode_image(image, last), last).logits
+                low = model.decode(model.encode_image(image, last), last)
         result["mask_agreement_vs_fp32"] = ((ref > 0) == (low.float() > 0)).float().mean().item()
     return result
 
 
-def print_emc_table(rows: List[Dict], meta: Dict) -> None:
-    """A Markdown table of one EMC-Click model's results for one dtype."""
-    print(f"\n{meta['variant']} (EMC-Click) on {meta['device_name']} ({meta['device']}, {meta['dtype']}, batch "
+def print_protocol_table(rows: List[Dict], meta: Dict) -> None:
+    """A Markdown table of ``run_protocol_size`` results of one model for one dtype."""
+    print(f"\n{meta['variant']} ({meta['family']}) on {meta['device_name']} ({meta['device']}, {meta['dtype']}, batch "
           f"{meta['batch_size']}, {meta['threads']} threads, torch {meta['torch']}, {meta['weights']} weights)\n")
-    cols = ["input", "base network ms (median / p90)", "first click ms (base + correction)",
-            "correction ms per click (median / p90)", "GFLOPs first click", "GFLOPs per click", "peak MB",
+    cols = ["input", "encode_image ms (median / p90)", "first click ms (encode_image + decode)",
+            "decode ms per click (median / p90)", "GFLOPs first click", "GFLOPs per click", "peak MB",
             "mask agreement vs fp32"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
-        cells = [r["size"], f"{r['encode']['median_ms']:.1f} / {r['encode']['p90_ms']:.1f}",
+        cells = [r["size"], f"{r['encode_image']['median_ms']:.1f} / {r['encode_image']['p90_ms']:.1f}",
                  f"{r['first_click']['median_ms']:.1f}",
-                 f"{r['correct']['median_ms']:.1f} / {r['correct']['p90_ms']:.1f}",
+                 f"{r['decode']['median_ms']:.1f} / {r['decode']['p90_ms']:.1f}",
                  f"{r['gflops']['first_click']:.2f}", f"{r['gflops']['per_click']:.2f}", f"{r['peak_memory_mb']:.0f}",
                  f"{r['mask_agreement_vs_fp32']:.4f}" if "mask_agreement_vs_fp32" in r else "-"]
         print("| " + " | ".join(cells) + " |")
 
 
 def print_summary(runs: List[Dict]) -> None:
-    """Every model, input and dtype side by side: a first click (SkipClick: ``encode_image`` +
-    ``decode``; EMC-Click: base network + correction) and each later click."""
+    """Every model, input and dtype side by side: a first click (``encode_image`` + ``decode``;
+    EMC-Click's base network plus a correction) and each later click."""
     print("\nside by side (first click: image encoding or base network plus one click; median ms)\n")
     cols = ["model", "family", "params (M)", "input", "dtype", "first click ms", "per click ms (median / p90)",
             "GFLOPs first click", "GFLOPs per click"]
@@ -280,7 +283,7 @@ def print_summary(runs: List[Dict]) -> None:
     for run in runs:
         meta = run["meta"]
         for r in run.get("results", []):
-            click = r["correct"] if "correct" in r else r["decode"]
+            click = r["decode"]
             size = r["size"] if isinstance(r["size"], str) else f"{r['size']}x{r['size']}"
             cells = [meta["variant"], meta["family"], f"{meta['params_m']:.1f}", size, meta["dtype"],
                      f"{r['first_click']['median_ms']:.1f}", f"{click['median_ms']:.1f} / {click['p90_ms']:.1f}",
@@ -320,20 +323,27 @@ def image_size(text: str) -> Tuple[int, int]:
 
 
 def build_model(name: str) -> torch.nn.Module:
-    """A randomly initialised SkipClick variant or EMC-Click model."""
-    return build_emc(name) if name in EMC_CONFIGS else build_skipclick(name)
+    """A randomly initialised model: the variant ``name`` of whichever family has it."""
+    for family in all_families():
+        try:
+            family.variant_config(name)
+        except ValueError:
+            continue
+        return family.build(name)
+    known = "; ".join(f"{family.label}: {', '.join(family.variants)}" for family in all_families())
+    raise SystemExit(f"--variant {name!r} is no model family's variant ({known})")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--variant", nargs="+", default=["skipclick"],
-                   help="models to time: SkipClick variants (isegm.model.VARIANTS) and EMC-Click models "
-                        f"({', '.join(EMC_CONFIGS)})")
+                   help="models to time: variants of any family (SkipClick's isegm.model.VARIANTS, EMC-Click's "
+                        "isegm.model.EMC_CONFIGS)")
     p.add_argument("--checkpoint", help="trained checkpoint (SkipClick or EMC-Click) to time instead of random weights")
     p.add_argument("--size", type=int, nargs="+", default=[448], help="SkipClick's square input sizes (448, 672, 896)")
     p.add_argument("--emc-size", type=image_size, nargs="+", default=[(384, 512)],
-                   help="EMC-Click's network inputs HxW, multiples of 4 (384x512: a 480x640 photo at the authors' "
-                        "short side 384)")
+                   help="network inputs HxW, multiples of 4, of the families timed through the common calls "
+                        "(EMC-Click; 384x512: a 480x640 photo at the authors' short side 384)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--dtype", nargs="+", default=["fp32"], choices=sorted(DTYPES),
                    help="fp32, or autocast bf16 / fp16 (skipped on CPUs without hardware support: see --force)")
@@ -361,13 +371,12 @@ def main(argv=None) -> List[Dict]:
     runs = []
     for name in [args.checkpoint] if args.checkpoint else args.variant:
         if args.checkpoint:
-            from isegm.model.checkpoint import load_checkpoint
             model = load_checkpoint(args.checkpoint, device=device)
         else:
             model = build_model(name).eval().to(device)
         # FlopCounterMode's module hooks fail on parameters that require grad under inference_mode
         model.requires_grad_(False)
-        emc = isinstance(model, EMCClick)
+        family = family_of(model)
         for dtype in args.dtype:
             if not (args.force or native_reduced_precision(device, DTYPES[dtype])):
                 print(f"\nskipping {dtype} for {name}: this CPU has no hardware {dtype} matrix units (AVX512-BF16 / "
@@ -376,18 +385,18 @@ def main(argv=None) -> List[Dict]:
                 runs.append({"meta": {"variant": name, "dtype": dtype, "device": args.device},
                              "skipped": "no hardware support on this CPU"})
                 continue
-            meta = {"variant": name, "family": "EMC-Click" if emc else "SkipClick", "device": args.device,
+            meta = {"variant": name, "family": family.label, "device": args.device,
                     "dtype": dtype, "batch_size": args.batch_size, "threads": torch.get_num_threads(),
                     "torch": torch.__version__, "device_name": device_name(device), "clicks": args.clicks,
                     "weights": "checkpoint" if args.checkpoint else "random",
                     "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
             settings = argparse.Namespace(**{**vars(args), "dtype": dtype})
-            if emc:
-                rows = [run_emc_size(model, size, settings, device) for size in args.emc_size]
-                print_emc_table(rows, meta)
-            else:
+            if family.name == "SkipClick":   # the script restates the authors' SkipClick path
                 rows = [run_size(model, size, settings, device) for size in args.size]
                 print_table(rows, meta)
+            else:
+                rows = [run_protocol_size(model, size, settings, device) for size in args.emc_size]
+                print_protocol_table(rows, meta)
             runs.append({"meta": meta, "results": rows})
         del model
     print_summary(runs)

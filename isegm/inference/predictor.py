@@ -1,7 +1,7 @@
 """From clicks to a probability map: the evaluation chain of the RITM family.
 
 Per click, as the original ``BasePredictor`` with ``ZoomIn -> SigmoidForPred -> AddHorizontalFlip``
-(``shared/reference/eval/README.md``, "Predictor-side chain"):
+(RITM's ``isegm/inference/predictors``, which SimpleClick and SkipClick keep):
 
 1. RGB in [0, 1] plus the previous probability map as a 4th channel; ZoomIn crops it (or takes
    the whole image) and resizes it to the network size (bilinear, ``align_corners=True``);

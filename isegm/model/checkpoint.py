@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..utils.files import atomic_write
-from .families import ModelFamily, families, family_named, family_of, unpickle_globals
+from .families import ModelFamily, all_families, family_named, family_of, unpickle_globals
 
 FORMAT = "skipclick-checkpoint/1"
 # torch < 2.6 cannot allow-list a global under another name ((stand-in, "module.name") pairs)
@@ -112,7 +112,7 @@ def _from_our_format(obj: Mapping[str, Any], source: str, variant: Optional[str]
     try:
         family = family_named(name)
     except KeyError:
-        raise unsupported(source, "family", name, f"known: {', '.join(f.name for f in families())}") from None
+        raise unsupported(source, "family", name, f"known: {', '.join(f.name for f in all_families())}") from None
     try:
         config = family.config_class(**obj["config"])
     except (TypeError, ValueError) as err:
@@ -135,18 +135,18 @@ def load_checkpoint(path: PathLike, device: Device = "cpu", variant: Optional[st
     """
     source = os.fspath(path)
     if not os.path.isfile(source):
-        kinds = " or ".join(f"a {f.label} checkpoint ({f.weights})" for f in families())
+        kinds = " or ".join(f"a {f.label} checkpoint ({f.weights})" for f in all_families())
         raise FileNotFoundError(f"no checkpoint at {source!r}: point --checkpoint (or config.yml) to {kinds}. "
                                 "Nothing is downloaded at run time.")
     obj = read_checkpoint_file(source)
     if isinstance(obj, Mapping) and "format" in obj:
         model = _from_our_format(obj, source, variant)
     else:
-        model = next((m for m in (f.read_file(obj, source, variant) for f in families()) if m is not None), None)
+        model = next((m for m in (f.read_file(obj, source, variant) for f in all_families()) if m is not None), None)
     if model is None:
         stored = obj.get("config") if isinstance(obj, Mapping) and "state_dict" in obj else None
         if isinstance(stored, Mapping) and "class" in stored:
-            known = ", ".join(f"{name} ({f.label})" for f in families() for name in f.authors_classes)
+            known = ", ".join(f"{name} ({f.label})" for f in all_families() for name in f.authors_classes)
             raise unsupported(source, "class", stored["class"], f"known: {known}")
         raise ValueError(f"{source!r} is no checkpoint of a known model family ({_formats()}); "
                          f"it holds {_describe(obj)}")
@@ -155,7 +155,7 @@ def load_checkpoint(path: PathLike, device: Device = "cpu", variant: Optional[st
 
 def _formats() -> str:
     """The formats ``load_checkpoint`` reads, for its errors."""
-    authors = "".join(f", the authors' {f.label} release" for f in families() if f.authors_classes)
+    authors = "".join(f", the authors' {f.label} release" for f in all_families() if f.authors_classes)
     return f"ours{authors}, a DINOv2 / DINOv3 backbone file"
 
 
@@ -198,7 +198,7 @@ def save_checkpoint(model: nn.Module, path: PathLike, **extra: Any) -> None:
     family: Optional[ModelFamily] = family_of(model)
     if family is None:
         raise TypeError(f"save_checkpoint writes models of a registered family "
-                        f"({', '.join(f.name for f in families())}), not {type(model).__name__}")
+                        f"({', '.join(f.name for f in all_families())}), not {type(model).__name__}")
     payload = {"format": FORMAT, "family": family.name,
                "config": json.loads(json.dumps(model.config.to_dict())),   # tuples -> lists: plain JSON
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 from torch import nn
 
@@ -84,6 +84,7 @@ class ModelFamily:
 
 
 _REGISTRY: Dict[str, ModelFamily] = {}
+_LOADED: Set[str] = set()   # the FAMILY_MODULES already imported
 
 
 def _resolve(target: str) -> Any:
@@ -91,48 +92,44 @@ def _resolve(target: str) -> Any:
     return getattr(importlib.import_module(module), attribute)
 
 
-def register_family(family: ModelFamily) -> ModelFamily:
-    """Add ``family`` to the registry (a family package outside ``FAMILY_MODULES`` calls this)."""
+def _add(family: ModelFamily) -> None:
     known = _REGISTRY.get(family.name)
     if known is not None and known != family:
         raise ValueError(f"a model family named {family.name!r} is already registered ({known.label})")
     _REGISTRY[family.name] = family
-    return family
 
 
-def families() -> List[ModelFamily]:
-    """Every registered family, the built-in ones first."""
-    if not all(module in _LOADED for module in FAMILY_MODULES):
-        for module in FAMILY_MODULES:
-            if module not in _LOADED:
-                register_family(importlib.import_module(module).FAMILY)
-                _LOADED.add(module)
+def all_families() -> List[ModelFamily]:
+    """Every registered family, those of ``FAMILY_MODULES`` first, in its order."""
+    for module in FAMILY_MODULES:
+        if module not in _LOADED:
+            _add(importlib.import_module(module).FAMILY)
+            _LOADED.add(module)
     return list(_REGISTRY.values())
 
 
-_LOADED: set = set()
+def register_family(family: ModelFamily) -> ModelFamily:
+    """Add a family defined outside ``FAMILY_MODULES`` (a plug-in of another package)."""
+    all_families()
+    _add(family)
+    return family
 
 
 def family_named(name: str) -> ModelFamily:
     """The family whose ``name`` (our checkpoints' ``family`` key) is ``name``."""
-    for family in families():
+    for family in all_families():
         if family.name == name:
             return family
-    raise KeyError(f"unknown model family {name!r}; known: {', '.join(f.name for f in families())}")
+    raise KeyError(f"unknown model family {name!r}; known: {', '.join(f.name for f in all_families())}")
 
 
 def family_of(model: Any) -> Optional[ModelFamily]:
     """The family of ``model`` (by its class, subclasses included), or None for a model of no
     registered family (e.g. a plain callable with the RITM family's forward)."""
-    by_class = {family.model_class: family for family in families()}
+    by_class = {family.model_class: family for family in all_families()}
     return next((by_class[cls] for cls in type(model).__mro__ if cls in by_class), None)
 
 
 def unpickle_globals() -> List[Tuple[Any, str]]:
     """The stand-ins every family allows the weights-only unpickler (see ``ModelFamily``)."""
-    return [pair for family in families() for pair in family.unpickle_globals]
-
-
-def describe(families_: Sequence[ModelFamily], what: Callable[[ModelFamily], str]) -> str:
-    """``what(family) (label)`` of each family, comma-separated, for error messages."""
-    return ", ".join(f"{what(family)} ({family.label})" for family in families_ if what(family))
+    return [pair for family in all_families() for pair in family.unpickle_globals]

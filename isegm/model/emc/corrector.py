@@ -14,7 +14,7 @@ Everything runs at 1/4 of the network input (h x w = H/4 x W/4)::
 
 The previous mask is the previous click's refined 1/4-resolution logits (the base network's
 coarse logits on the first click), kept by the caller. Written from the paper (Du et al., CVPR
-2023) and the EMC-Click fixtures README; no upstream source is copied.
+2023) and checked against outputs of the authors' implementation; no upstream source is copied.
 """
 from __future__ import annotations
 

@@ -7,8 +7,8 @@ branches stage by stage, exchanging information between all of them after every 
 pools the features into one object-region vector guided by an auxiliary mask, and attends from
 every pixel to it. The layout is RITM's (Sofiiuk et al. 2022, MIT licence), which EMC-Click
 reuses; module and parameter names follow its state dict (``feature_extractor.*``), so the
-authors' checkpoints load with ``strict=True``. Written from the papers and the EMC-Click fixtures
-README; no upstream source is copied.
+authors' checkpoints load with ``strict=True``. Written from the papers and checked against outputs
+of the authors' implementation; no upstream source is copied.
 
 The click enters as an additive feature after the first stem conv (``maps_transform``, kept at the
 model's top level as in the authors' state dict).

@@ -2,7 +2,8 @@
 as a side input, and the all-MLP decoder (Xie et al., "SegFormer: Simple and Efficient Design for
 Semantic Segmentation with Transformers", NeurIPS 2021).
 
-Written from the paper and the EMC-Click fixtures README; no SegFormer source code is used.
+Written from the paper and checked against outputs of the authors' EMC-Click; no SegFormer source
+code is used.
 Module and parameter names follow EMC-Click's ``feature_extractor`` subtree (``backbone.*``,
 ``decode_head.*``), so the authors' state dicts load with ``strict=True`` once the
 ``feature_extractor.`` prefix is stripped (``feature_extractor_state``).
@@ -82,8 +83,8 @@ class EfficientSelfAttention(nn.Module):
         if self.sr_ratio > 1:
             x = self.norm(self.sr(tokens_to_map(x, h, w)).flatten(2).transpose(1, 2))
         k, v = self.kv(x).reshape(b, -1, 2, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
-        # Explicit matmul-softmax-matmul in this order: the fixtures were made this way, and the
-        # fused kernel rounds differently.
+        # Explicit matmul-softmax-matmul in this order, as the authors' code computes it: the fused
+        # kernel rounds differently.
         attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
         return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
 
