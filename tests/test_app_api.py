@@ -390,8 +390,8 @@ def test_predictor_states_undo_exactly(name: str, folder: Path, tiny_model) -> N
     entry = ImageCache(folder, backend).get("a.png")
     first = [Click(True, (40.0, 60.0))]
     second = first + [Click(False, (10.0, 10.0))]
-    _, after_first = entry.predict(backend, first, entry.initial_state)
-    prob, _ = entry.predict(backend, second, after_first)
-    entry.predict(backend, [Click(True, (80.0, 100.0))], entry.initial_state)   # another object in between
-    again, _ = entry.predict(backend, second, after_first)
+    _, after_first = backend.predict(entry, first, entry.initial_state)
+    prob, _ = backend.predict(entry, second, after_first)
+    backend.predict(entry, [Click(True, (80.0, 100.0))], entry.initial_state)   # another object in between
+    again, _ = backend.predict(entry, second, after_first)
     assert np.array_equal(prob, again)

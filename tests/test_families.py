@@ -130,8 +130,8 @@ def test_a_new_family_is_served_by_the_app(toy, tmp_path):
     backend = load_backend(str(tmp_path / "toy.pth"), torch.device("cpu"), size=32)
     assert backend.name.startswith("ToyNet toy.pth, 32 px") and not backend.model_free
     entry = ImageCache(images, backend).get("a.png")
-    first, after_one = entry.predict(backend, [Click(True, (10, 10))], entry.initial_state)
-    second, _ = entry.predict(backend, [Click(True, (10, 10)), Click(False, (30, 36))], after_one)
-    again, _ = entry.predict(backend, [Click(True, (10, 10))], entry.initial_state)
+    first, after_one = backend.predict(entry, [Click(True, (10, 10))], entry.initial_state)
+    second, _ = backend.predict(entry, [Click(True, (10, 10)), Click(False, (30, 36))], after_one)
+    again, _ = backend.predict(entry, [Click(True, (10, 10))], entry.initial_state)
     assert first.shape == second.shape == (40, 48) and not np.array_equal(first, second)
     assert np.array_equal(first, again)

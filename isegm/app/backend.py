@@ -70,6 +70,18 @@ class Backend:
     precision: Callable[[], ContextManager] = contextlib.nullcontext
     notice: str = ""
 
+    def predict(self, image: "PreparedImage", clicks: Sequence[Click], state: Dict[str, Any]
+                ) -> Tuple[np.ndarray, Dict[str, Any]]:
+        """The probability map of ``image`` (working size, float32) for ``clicks`` (full-image
+        coordinates) starting from the object's ``state``, and the state after it."""
+        clicker = Clicker()
+        for click in clicks:
+            clicker.add_click(click.copy(coords=image.to_work(*click.coords)))
+        with image.lock, self.precision():
+            image.predictor.set_states(state)
+            prob = image.predictor.get_prediction(clicker)
+            return np.asarray(prob, dtype=np.float32), image.predictor.get_states()
+
 
 def model_backend(model: torch.nn.Module, device: torch.device, size: Optional[int] = None, dtype: str = "fp32",
                   flip: bool = False, name: Optional[str] = None) -> Backend:
@@ -182,18 +194,6 @@ class PreparedImage:
         (height, width), (h, w) = self.full_size, self.work_size
         return (min(max((y + 0.5) * h / height - 0.5, 0.0), h - 1.0),
                 min(max((x + 0.5) * w / width - 0.5, 0.0), w - 1.0))
-
-    def predict(self, backend: Backend, clicks: Sequence[Click], state: Dict[str, Any]
-                ) -> Tuple[np.ndarray, Dict[str, Any]]:
-        """The probability map (working size, float32) for ``clicks`` (full-image coordinates)
-        starting from ``state``, and the state after it."""
-        clicker = Clicker()
-        for click in clicks:
-            clicker.add_click(click.copy(coords=self.to_work(*click.coords)))
-        with self.lock, backend.precision():
-            self.predictor.set_states(state)
-            prob = self.predictor.get_prediction(clicker)
-            return np.asarray(prob, dtype=np.float32), self.predictor.get_states()
 
 
 class ImageCache:

@@ -126,7 +126,7 @@ class ImageWork:
         clicks = obj.clicks + [Click(positive, (y, x), len(obj.clicks))]
         state = obj.steps[-1].state if obj.steps else obj.start_state
         start = time.perf_counter()
-        prob, state = entry.predict(backend, clicks, state)
+        prob, state = backend.predict(entry, clicks, state)
         model_ms = (time.perf_counter() - start) * 1000
         obj.clicks = clicks
         obj.steps.append(Step(state, prob.astype(np.float16)))
