@@ -279,3 +279,17 @@ def test_missing_file(tmp_path):
         load_checkpoint(path)
     message = str(err.value)
     assert str(path) in message and "SkipClick checkpoint" in message and WEIGHTS_URL in message
+
+
+def test_load_is_model_keeps_the_family_entry_point(small_model, tmp_path):
+    """``isegm.inference.utils.load_is_model(checkpoint, device, eval_ritm)`` of RITM / SimpleClick
+    scripts loads what load_checkpoint loads; a state dict is refused with the way to load it."""
+    from isegm.inference.utils import load_is_model
+    path = tmp_path / "model.pth"
+    save_checkpoint(small_model, path)
+    model = load_is_model(str(path), "cpu", False)
+    assert not model.training and model.config == small_model.config
+    for key, value in small_model.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    with pytest.raises(TypeError, match="load_state_dict"):
+        load_is_model(small_model.state_dict(), "cpu")
