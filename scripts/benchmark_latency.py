@@ -3,8 +3,8 @@ image; EMC-Click: its base network, on an object's first click) and ``decode`` o
 
 For SkipClick it also times the full forward and, for comparison on the same machine and run,
 the per-click work as the authors' ``apply_click`` does it (``authors_decode``: fusion linear
-recomputed each click, fusion-stack attention as an explicit softmax, FPN convolutions over the
-concatenated maps in NCHW, head fused at full resolution). Works with random weights
+recomputed each click, fusion-stack attention as an explicit softmax, the plain FPN and head:
+convolutions over the concatenated maps in NCHW, head fused at full resolution). Works with random weights
 (architecture-only timing) or a checkpoint. With several ``--variant`` names (SkipClick
 variants and EMC-Click models, ``isegm.model.EMC_CONFIGS``) a last table puts first-click and
 per-click latency and FLOPs side by side.
@@ -57,29 +57,16 @@ def authors_fusion_stack(stack: torch.nn.Module, tokens: torch.Tensor, clicks: t
 
 def authors_decode(model: torch.nn.Module, features: Any, points: torch.Tensor,
                    prev_mask: torch.Tensor) -> torch.Tensor:
-    """The authors' per-click computation, restated plainly (reference for speed and outputs)."""
+    """The authors' per-click computation (reference for speed and outputs): the fusion linear
+    recomputed, the fusion stack's attention as an explicit softmax, and the plain FPN and head
+    (``model.neck`` / ``model.head``: convolutions over the concatenated maps in NCHW, the head
+    fused at full resolution)."""
     taps = features.taps
     tokens = model.fuse(torch.cat(taps, dim=-1)) if model.fuse is not None else taps[0]
     clicks = model.patch_embed_coords(encode_clicks(points, prev_mask, model.config.disk_radius))
     x = authors_fusion_stack(model.backbone_mix, tokens, clicks, model.backbone_mix.pos_embed_for(features.grid))
-
-    def as_map(t: torch.Tensor) -> torch.Tensor:
-        return t.transpose(1, 2).reshape(t.shape[0], t.shape[2], *features.grid).expand(x.shape[0], -1, -1, -1)
-
-    mixed = as_map(x)
-    levels = [branch(torch.cat([mixed, as_map(tap)], 1) if model.config.skip_connections else mixed)
-              for branch, tap in zip(model.neck.branches, taps * 4)]
-    head = model.head
-    size = levels[0].shape[-2:]
-    parts = [F.interpolate(conv(level), size=size, mode="bilinear", align_corners=False)
-             for conv, level in zip(head.convs, levels)]
-    out = head.fusion_conv(torch.cat(parts, 1))
-    if head.upsample != "x1":
-        out = head.up_conv1(out)
-    if head.upsample == "x4":
-        out = head.up_conv2(out)
-    out = head.conv_seg(head.dropout(out))
-    return F.interpolate(out, size=features.image_size, mode="bilinear", align_corners=True)
+    levels = model.neck(x, features.grid, taps if model.config.skip_connections else None)
+    return F.interpolate(model.head(levels), size=features.image_size, mode="bilinear", align_corners=True)
 
 
 def synchronize(device: torch.device) -> None:
