@@ -59,8 +59,11 @@ def click_maps(points: Tensor, size: Tuple[int, int], radius: float = DISK_RADIU
     cols = torch.arange(W, dtype=torch.float32, device=points.device).to(dtype)
     dy = (rows - yx[..., :1]).float()
     dx = (cols - yx[..., 1:]).float()
-    dist_sq = (dy * dy).unsqueeze(-1) + (dx * dx).unsqueeze(-2)                   # [B, 2N, H, W]
-    dist_sq = dist_sq.masked_fill(is_padding(points)[..., None, None], NO_CLICK)
+    # padding rows get NO_CLICK + 0 exactly, set on the small per-axis terms, not the full maps
+    padding = is_padding(points)[..., None]
+    dy2 = (dy * dy).masked_fill(padding, NO_CLICK)
+    dx2 = (dx * dx).masked_fill(padding, 0.0)
+    dist_sq = dy2.unsqueeze(-1) + dx2.unsqueeze(-2)                                # [B, 2N, H, W]
     dist_sq = dist_sq.view(B, 2, P // 2, H, W).amin(dim=2)
     return (dist_sq <= float(radius) ** 2).float(), dist_sq
 
