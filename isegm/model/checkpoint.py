@@ -98,6 +98,15 @@ def authors_settings(params: Mapping[str, Any], source: str, read: Sequence[str]
 
 # --- loading ----------------------------------------------------------------------------------
 
+def check_variant(config: Any, wanted: Any, variant: str, label: str, source: str) -> None:
+    """Raise unless the file's ``config`` is ``wanted``, the config of ``variant``, naming the
+    values that differ."""
+    if wanted != config:
+        diff = {k: (v, getattr(config, k)) for k, v in wanted.to_dict().items() if getattr(config, k) != v}
+        raise ValueError(f"{source!r} holds a {label} model that is not variant {variant!r}; "
+                         f"(variant, file) values differ: {diff}")
+
+
 def _describe(obj: Any) -> str:
     if isinstance(obj, Mapping):
         keys = [repr(k) for k in list(obj)[:8]]
@@ -118,11 +127,7 @@ def _from_our_format(obj: Mapping[str, Any], source: str, variant: Optional[str]
     except (TypeError, ValueError) as err:
         raise ValueError(f"{source!r} holds an invalid {name} config: {err}") from None
     if variant is not None:
-        wanted = family.variant_config(variant)
-        if wanted != config:
-            diff = {k: (v, getattr(config, k)) for k, v in wanted.to_dict().items() if getattr(config, k) != v}
-            raise ValueError(f"{source!r} holds a {family.label} model that is not variant {variant!r}; "
-                             f"(variant, file) values differ: {diff}")
+        check_variant(config, family.variant_config(variant), variant, family.label, source)
     return family.load_state(family.model_class(config), obj["state_dict"], source)
 
 

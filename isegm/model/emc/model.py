@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Dict, Optional, Tuple
 
-import torch
 from torch import Tensor, nn
 
 from ..click_maps import click_maps

@@ -20,7 +20,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from torch import Tensor
 
 from ..backbones import BACKBONES, BackboneSpec
-from ..checkpoint import authors_settings, plain, unsupported
+from ..checkpoint import authors_settings, check_variant, plain, unsupported
 from ..normalize import IMAGENET_MEAN, IMAGENET_STD
 from ..state_dict import load_strict
 from .head import UPSAMPLE_FACTORS
@@ -214,17 +214,9 @@ def read_file(obj: Any, source: str, variant: Optional[str]) -> Optional[SkipCli
             return None
         config = config_from_authors(stored.get("params", {}), source)
         if variant is not None:
-            check_variant(config, variant, source)
+            check_variant(config, variant_config(variant), variant, "SkipClick", source)
         return load_state(SkipClick(config), obj["state_dict"], source)
     if _is_backbone_state(obj):
         return _from_backbone(obj, variant, source)
     return None
 
-
-def check_variant(config: SkipClickConfig, variant: str, source: str) -> None:
-    """Raise unless ``config`` is the config of ``variant``, naming the values that differ."""
-    wanted = variant_config(variant)
-    if wanted != config:
-        diff = {k: (v, getattr(config, k)) for k, v in wanted.to_dict().items() if getattr(config, k) != v}
-        raise ValueError(f"{source!r} holds a model that is not variant {variant!r}; "
-                         f"(variant, file) values differ: {diff}")
