@@ -28,11 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app_browser import AppPage, chromium, missing  # noqa: E402
 from isegm.app import AnnotationApp, model_backend  # noqa: E402
-from isegm.app.backend import DTYPES  # noqa: E402
 from isegm.app.server import serve_in_thread  # noqa: E402
 from isegm.data.scenes import ATHLETE_KINDS, render_scene  # noqa: E402
 from isegm.model import build_skipclick, load_checkpoint  # noqa: E402
-from isegm.utils.device import device_name, native_reduced_precision, select_device  # noqa: E402
+from isegm.utils.device import DTYPES, device_name, native_reduced_precision, select_device  # noqa: E402
 
 
 def click_points(mask: np.ndarray, n: int, rng: np.random.Generator) -> List[tuple]:

@@ -33,9 +33,8 @@ from isegm.inference.metrics import compute_noc_metric, noc_thresholds  # noqa: 
 from isegm.inference.predictor import get_predictor  # noqa: E402
 from isegm.model import build_skipclick, load_checkpoint  # noqa: E402
 from isegm.utils.config import load_config  # noqa: E402
-from isegm.utils.device import device_name, native_reduced_precision, select_device  # noqa: E402
+from isegm.utils.device import DTYPES, device_name, native_reduced_precision, select_device  # noqa: E402
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

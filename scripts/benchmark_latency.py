@@ -35,9 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from isegm.model import all_families, family_of, load_checkpoint  # noqa: E402
 from isegm.model.click_maps import encode_clicks  # noqa: E402
-from isegm.utils.device import device_name, native_reduced_precision, select_device  # noqa: E402
+from isegm.utils.device import DTYPES, device_name, native_reduced_precision, select_device  # noqa: E402
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def authors_fusion_stack(stack: torch.nn.Module, tokens: torch.Tensor, clicks: torch.Tensor,

@@ -13,8 +13,8 @@ import sys
 from typing import List, Optional
 
 from ..inference.baselines import BASELINES
-from ..utils.device import select_device
-from .backend import DEFAULT_MAX_SIDE, DTYPES, load_backend
+from ..utils.device import DTYPES, select_device
+from .backend import DEFAULT_MAX_SIDE, load_backend
 from .server import AnnotationApp, AppServer
 from .store import StoreError
 

@@ -34,11 +34,10 @@ from ..inference.baselines import get_baseline
 from ..inference.clicker import Click, Clicker
 from ..inference.predictor import get_predictor
 from ..model.families import family_of
-from ..utils.device import device_name, native_reduced_precision
+from ..utils.device import device_name, precision, select_dtype
 
 # Longest side of the image the model and the page work on; masks are upsampled to full size.
 DEFAULT_MAX_SIDE = 1024
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # JPEG quality of the working image sent to the page.
 JPEG_QUALITY = 90
 
@@ -97,18 +96,7 @@ def model_backend(model: torch.nn.Module, device: torch.device, size: Optional[i
         nearest = max(patch, round(size / patch) * patch)
         raise ValueError(f"--size {size} is not a positive multiple of the model's patch size {patch}; "
                          f"use e.g. {nearest}")
-    if dtype not in DTYPES:
-        raise ValueError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
-    torch_dtype = DTYPES[dtype]
-    notice = ""
-    if not native_reduced_precision(device, torch_dtype):
-        notice = (f"{dtype} on this CPU ({device_name(device)}) has no hardware support and runs about 14x slower "
-                  "than fp32; restart with --dtype fp32")
-
-    def precision() -> ContextManager:
-        if torch_dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=torch_dtype)
+    context, notice = precision(device, select_dtype(dtype))
 
     eval_mode = "cvpr" if size is None else f"fixed{size}"
 
@@ -120,7 +108,7 @@ def model_backend(model: torch.nn.Module, device: torch.device, size: Optional[i
     label = name or (family.name if family is not None else type(model).__name__)
     return Backend(f"{label}, {'default size' if size is None else f'{size} px'}, {dtype}"
                    f"{', flip TTA' if flip else ''}, {device.type} "
-                   f"({device_name(device)})", make_predictor, precision=precision, notice=notice)
+                   f"({device_name(device)})", make_predictor, precision=context, notice=notice)
 
 
 def baseline_backend(name: str = "grabcut") -> Backend:
