@@ -32,7 +32,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..inference.baselines import get_baseline
 from ..inference.clicker import Click, Clicker
-from ..inference.predictor import get_predictor
+from ..inference.interactive import interactive_predictor
 from ..model.families import family_of
 from ..utils.device import device_name, precision, select_dtype
 
@@ -84,24 +84,13 @@ class Backend:
 
 def model_backend(model: torch.nn.Module, device: torch.device, size: Optional[int] = None, dtype: str = "fp32",
                   flip: bool = False, name: Optional[str] = None) -> Backend:
-    """A model served through its evaluation predictor (``get_predictor``), on the whole
-    (working) image, flip TTA only with ``flip`` (it doubles the per-click work).
-
-    ``size``: the network input as the model family's ``fixed<size>`` eval mode reads it
-    (SkipClick: ``size`` x ``size``, its official ``--suppress-zoom`` setting; EMC-Click: the short
-    side); None: the family's ``cvpr`` size for a dataset without its own (SkipClick 448,
-    EMC-Click a short side of 384)."""
-    patch = getattr(model, "patch_size", 1)
-    if size is not None and (size <= 0 or size % patch):
-        nearest = max(patch, round(size / patch) * patch)
-        raise ValueError(f"--size {size} is not a positive multiple of the model's patch size {patch}; "
-                         f"use e.g. {nearest}")
+    """A model served through its interactive predictor (``interactive_predictor``: the family's
+    evaluation chain on the whole working image), flip TTA only with ``flip`` (it doubles the
+    per-click work). ``size``: see ``interactive_predictor``."""
     context, notice = precision(device, select_dtype(dtype))
 
-    eval_mode = "cvpr" if size is None else f"fixed{size}"
-
     def make_predictor() -> Predictor:
-        return get_predictor(model, eval_mode=eval_mode, suppress_zoom=True, with_flip=flip, device=device)
+        return interactive_predictor(model, size, flip, device=device)
 
     make_predictor()   # fail now on a size or model the family's predictor refuses
     family = family_of(model)
