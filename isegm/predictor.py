@@ -4,7 +4,7 @@
 
     from isegm import Predictor
 
-    predictor = Predictor("weights/skipclick.pth")        # a model, a checkpoint file or an ONNX folder
+    predictor = Predictor("weights/skipclick_dinov2.pth")        # a model, a checkpoint file or an ONNX folder
     predictor.set_image(image)                            # H x W x 3 uint8 RGB, any size: encoded once
     mask, logits = predictor.predict(point_coords=[[x, y]], point_labels=[1])
     mask, logits = predictor.predict(point_coords=[[x, y], [x2, y2]], point_labels=[1, 0],

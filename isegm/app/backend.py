@@ -17,6 +17,8 @@ click, under the image's lock.
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import threading
 import time
 import warnings
@@ -98,6 +100,14 @@ def model_backend(model: torch.nn.Module, device: torch.device, size: Optional[i
     return Backend(f"{label}, {'default size' if size is None else f'{size} px'}, {dtype}"
                    f"{', flip TTA' if flip else ''}, {device.type} "
                    f"({device_name(device)})", make_predictor, precision=context, notice=notice)
+
+
+def onnx_backend(folder: str) -> Backend:
+    """A folder written by ``skipclick-export``, run by onnxruntime on the CPU."""
+    from ..onnx.engine import OnnxClickPredictor, OnnxModel
+    model = OnnxModel(folder)
+    make_predictor = functools.partial(OnnxClickPredictor, model)
+    return Backend(make_predictor().description, make_predictor)
 
 
 def baseline_backend(name: str = "grabcut") -> Backend:
@@ -249,14 +259,18 @@ def mask_state(entry: PreparedImage, mask: np.ndarray) -> Dict[str, Any]:
     return state
 
 
-
 def load_backend(checkpoint: Optional[str], device: torch.device, size: Optional[int] = None, dtype: str = "fp32",
                  flip: bool = False, baseline: str = "grabcut") -> Backend:
     """The backend of the command line: any checkpoint ``isegm.model.load_checkpoint`` reads
     (SkipClick: ours, the authors' release or a backbone file; the authors' EMC-Click files), or
-    without one the model-free ``baseline``."""
+    without one the model-free ``baseline``; a folder is an ONNX export (``onnx_backend``)."""
     if checkpoint is None:
         return baseline_backend(baseline)
+    if os.path.isdir(checkpoint):
+        if (size, dtype, flip) != (None, "fp32", False):
+            raise ValueError(f"{checkpoint!r} is an ONNX export: it runs in fp32 at the size it was exported with, "
+                             "without flip; drop --size, --dtype and --flip (or pass the checkpoint file)")
+        return onnx_backend(checkpoint)
     from ..model import load_checkpoint
     model = load_checkpoint(checkpoint, device=device)
     return model_backend(model, device, size, dtype, flip, name=f"{family_of(model).name} {Path(checkpoint).name}")
