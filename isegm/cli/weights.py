@@ -116,9 +116,10 @@ def _params(count: Optional[int]) -> str:
 
 def markdown_table(releases: Sequence[Release] = RELEASES) -> str:
     """``releases`` as the Markdown table of ``docs/weights.md``."""
+    labels = {f.name: f.label for f in (SKIPCLICK_FAMILY, EMC_FAMILY)}
     rows = [_HEADER, ("---",) * len(_HEADER)]
     for r in releases:
-        family = r.family if r.kind == "model" else f"{r.family} ({r.kind} for training)"
+        family = labels[r.family] if r.kind == "model" else f"{labels[r.family]} (training)"
         rows.append((f"`{r.file}`", family, r.row, f"`{r.variant}`", f"`{r.use}`", _params(r.params), r.source))
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
@@ -286,20 +287,21 @@ def check(paths: Sequence[Path], out=sys.stdout) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``skipclick-weights``."""
     parser = argparse.ArgumentParser(
-        prog="skipclick-weights", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="skipclick-weights",
         description="The released weight files of SkipClick and EMC-Click (list), and which of them are present "
                     "and load (check). Offline: nothing is downloaded.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{list,check}")
     commands.add_parser("list", help="print the table of released files (docs/weights.md)")
     check_parser = commands.add_parser(
-        "check", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "check",
         help="say for each .pth / .pt file whether it loads, its family, variant, parameters and sha256, "
              "and which released files are missing")
     check_parser.add_argument("paths", nargs="*", metavar="PATH", type=Path,
                               help="folders or files to check (default: the folders config.yml names for "
                                    "CHECKPOINTS_PATH and the *_WEIGHTS keys, else ./weights)")
     check_parser.add_argument("--config", default=None, metavar="FILE",
-                              help="config file naming the default folders (default: the usual config lookup)")
+                              help="config file naming the default folders (default: $SKIPCLICK_CONFIG, else ./config.yml, "
+                                   "else the built-in defaults)")
     return parser
 
 
