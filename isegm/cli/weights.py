@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, NoReturn, Optional, Sequence, Tuple
+from typing import Dict, List, NoReturn, Optional, Sequence, TextIO, Tuple
 
 from ..model.backbones import BACKBONES
 from ..model.emc.family import FAMILY as EMC_FAMILY
@@ -264,9 +264,11 @@ def _files(paths: Sequence[Path]) -> List[Path]:
     return files
 
 
-def check(paths: Sequence[Path], out=sys.stdout) -> int:
+def check(paths: Sequence[Path], out: Optional[TextIO] = None) -> int:
     """Print what each weight file in ``paths`` (folders or files) holds, then the table's files
-    none of them is, with where to get them. Returns 1 when a file does not load, else 0."""
+    none of them is, with where to get them (on ``out``, default stdout). Returns 1 when a file
+    does not load, else 0."""
+    out = out or sys.stdout
     files = _files([p for p in paths if p.exists()])
     print(f"weights in {', '.join(os.fspath(p) for p in paths)}: {len(files)} file(s)", file=out)
     reports = []
@@ -280,7 +282,7 @@ def check(paths: Sequence[Path], out=sys.stdout) -> int:
         print("not present (docs/weights.md):", file=out)
         for r in missing:
             where = f"set {r.use} in config.yml" if r.kind != "model" else "pass it with --checkpoint"
-            print(f"  {r.file} ({r.row}): get it from {r.source}; {where}", file=out)
+            print(f"  {r.file} ({r.row}): {r.source}; {where}", file=out)
     return 1 if any(r.error is not None for r in reports) else 0
 
 
