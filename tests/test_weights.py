@@ -2,7 +2,6 @@
 messages that name flags and config keys that exist."""
 import ast
 import hashlib
-import os
 import re
 import shutil
 from pathlib import Path
@@ -11,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import reference_file
 from isegm.cli.weights import RELEASES, inspect_file, main, markdown_table
 from isegm.model.backbones import BACKBONES, build_backbone
 from isegm.model.emc.checkpoint import save_emc_checkpoint
@@ -20,8 +20,6 @@ from isegm.model.families import family_named
 from isegm.model.skipclick import build_skipclick
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SKIPCLICK_SHARED", ROOT.parent / "shared"))
-FIXTURES = SHARED / "reference" / "model"
 
 
 def _digest(path):
@@ -133,16 +131,14 @@ def test_check_of_a_missing_path_is_one_line_and_exit_2(tmp_path, capsys):
     assert err.count("\n") == 1 and "nowhere" in err and "does not exist" in err
 
 
-@pytest.mark.skipif(not (FIXTURES / "official_format_skip.pth").is_file(),
-                    reason=f"shared reference fixtures not found under {FIXTURES} (set SKIPCLICK_SHARED)")
 def test_check_reads_the_authors_skipclick_files(tmp_path, capsys):
     for name in ("official_format_skip.pth", "official_format_dinov3_skip.pth"):
-        shutil.copy(FIXTURES / name, tmp_path / name)
+        shutil.copy(reference_file(name), tmp_path / name)
     assert main(["check", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "variant skipclick, 153,164,417 parameters (the configuration of skipclick_dinov2.pth" in out
     assert "variant skipclick_dinov3, 152,204,417 parameters (the configuration of skipclick_dinov3.pth" in out
-    assert f"sha256 {_digest(FIXTURES / 'official_format_skip.pth')}" in out
+    assert f"sha256 {_digest(tmp_path / 'official_format_skip.pth')}" in out
 
 
 # --- messages name flags and config keys that exist ----------------------------------------------
