@@ -19,10 +19,15 @@ from pathlib import Path
 from typing import Dict, List, NoReturn, Optional, Sequence, TextIO, Tuple
 
 from ..model.backbones import BACKBONES
+from ..model.checkpoint import load_checkpoint, read_checkpoint_file
 from ..model.emc.family import FAMILY as EMC_FAMILY
-from ..model.emc.pretrained import IMAGENET_WEIGHTS
+from ..model.emc.model import build_emc
+from ..model.emc.pretrained import IMAGENET_WEIGHTS, load_imagenet_backbone
+from ..model.families import family_of
 from ..model.skipclick.family import FAMILY as SKIPCLICK_FAMILY
+from ..model.skipclick.model import SkipClick
 from ..model.skipclick.variants import backbone_config_key
+from ..utils.config import load_config
 
 SUFFIXES = (".pth", ".pt")
 _SKIPCLICK_DOWNLOAD = "https://mediastore.rz.uni-augsburg.de/get/{}/"
@@ -166,8 +171,6 @@ def _variant_of(family, config) -> str:
 def _as_imagenet_backbone(path: Path) -> Optional[str]:
     """The EMC-Click variant whose base network an ImageNet HRNet / MiT file fits (the one its
     file name names tried first), or None."""
-    from ..model.emc.model import build_emc
-    from ..model.emc.pretrained import load_imagenet_backbone
     order = sorted(IMAGENET_WEIGHTS, key=lambda v: IMAGENET_WEIGHTS[v].file_name != path.name)
     for variant in order:
         try:
@@ -182,10 +185,6 @@ def inspect_file(path: Path) -> FileReport:
     """Load ``path`` the way the commands do (weights-only: nothing in it runs) and report what
     it holds: a model of a family and its variant, a DINOv2 / DINOv3 backbone, or an ImageNet
     backbone of EMC-Click; else the loader's error."""
-    from ..model.checkpoint import load_checkpoint, read_checkpoint_file
-    from ..model.families import family_of
-    from ..model.skipclick.model import SkipClick
-
     report = FileReport(path, sha256(path))
     try:
         obj = read_checkpoint_file(os.fspath(path))
@@ -198,7 +197,7 @@ def inspect_file(path: Path) -> FileReport:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")   # e.g. "only backbone weights": the report says what it is
             model = load_checkpoint(path)
-    except (ValueError, TypeError, OSError) as err:
+    except Exception as err:   # any file that does not load is reported, not a crash of the whole check
         variant = _as_imagenet_backbone(path) if flat else None
         if variant is None:
             report.error = str(err)
@@ -240,7 +239,6 @@ def _error(message: str) -> NoReturn:
 def default_folders(config_path: Optional[str]) -> List[Path]:
     """The folders config.yml names for weights (``CHECKPOINTS_PATH`` and those of the
     ``*_WEIGHTS`` keys) that exist; ``./weights`` when none does."""
-    from ..utils.config import load_config
     try:
         config: Dict[str, Optional[str]] = load_config(config_path)
     except (OSError, ValueError) as err:
