@@ -300,8 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
                               help="folders or files to check (default: the folders config.yml names for "
                                    "CHECKPOINTS_PATH and the *_WEIGHTS keys, else ./weights)")
     check_parser.add_argument("--config", default=None, metavar="FILE",
-                              help="config file naming the default folders (default: $SKIPCLICK_CONFIG, else ./config.yml, "
-                                   "else the built-in defaults)")
+                              help="config file naming the default folders (default: $SKIPCLICK_CONFIG, "
+                                   "else ./config.yml, else the built-in defaults)")
     return parser
 
 
