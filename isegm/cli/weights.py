@@ -268,7 +268,8 @@ def check(paths: Sequence[Path], out: Optional[TextIO] = None) -> int:
     does not load, else 0."""
     out = out or sys.stdout
     files = _files([p for p in paths if p.exists()])
-    print(f"weights in {', '.join(os.fspath(p) for p in paths)}: {len(files)} file(s)", file=out)
+    where = ", ".join(os.fspath(p) + ("" if p.exists() else " (absent)") for p in paths)
+    print(f"weights in {where}: {len(files)} file(s)", file=out)
     reports = []
     for path in files:
         report = inspect_file(path)
