@@ -123,6 +123,16 @@ def test_check_default_folders_come_from_the_config(folder, tmp_path_factory, ca
     assert capsys.readouterr().out.startswith(f"weights in {folder}: 3 file(s)")
 
 
+def test_check_without_weights_lists_every_release(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "config.yml"
+    config.write_text("CHECKPOINTS_PATH: nowhere/\n")
+    assert main(["check", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("weights in weights (absent): 0 file(s)\nnot present")
+    assert all(f"\n  {r.file} (" in out for r in RELEASES)
+
+
 def test_check_of_a_missing_path_is_one_line_and_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main(["check", str(tmp_path / "nowhere")])
