@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+import conftest
+import test_emc_parity as emc_parity
 from conftest import REPO
 from isegm import Predictor
 from isegm.data.scenes import render_scene
@@ -20,21 +22,23 @@ from isegm.model import build_emc, build_skipclick, save_checkpoint
 
 
 def tiny_skipclick() -> torch.nn.Module:
-    """The tiny SkipClick with its last bias shifted so that probabilities straddle the 0.49
-    threshold: masks then depend on every click and on the previous mask."""
     torch.manual_seed(0)
-    model = build_skipclick("tiny").eval()
-    with torch.no_grad():
-        probe = model(torch.rand(1, 4, 112, 112), torch.tensor([[[50.0, 50.0, 0.0], [-1.0, -1.0, -1.0]]]))
-        logits = probe["instances"] if isinstance(probe, dict) else probe
-        last_bias = [p for name, p in model.named_parameters() if name.endswith("bias")][-1]
-        last_bias -= logits.median()
-    return model
+    return build_skipclick("tiny").eval()
 
 
 def tiny_emc() -> torch.nn.Module:
     torch.manual_seed(0)
     return build_emc("segb0").eval()
+
+
+def filled_skipclick() -> torch.nn.Module:
+    """SkipClick with the reference ``fill.py`` weights: unlike random weights, its masks follow
+    the clicks and the previous mask, so equal masks mean something."""
+    return conftest._filled_model("skip")
+
+
+def filled_emc() -> torch.nn.Module:
+    return emc_parity.filled_model("segformer_b0")
 
 
 @pytest.fixture(scope="module")
@@ -44,49 +48,44 @@ def scene() -> Tuple[np.ndarray, np.ndarray]:
     return scene.image, (scene.layers[..., largest.layer] == largest.value).astype(np.int32)
 
 
-def evaluation_masks(model: torch.nn.Module, image: np.ndarray, gt: np.ndarray, size: int, flip: bool,
-                     clicks: int = 4) -> Tuple[List, List[np.ndarray]]:
-    """The evaluation loop's clicks and masks (``evaluate_sample`` with the interactive chain)."""
-    masks: List[np.ndarray] = []
+def evaluation_path(model: torch.nn.Module, image: np.ndarray, gt: np.ndarray, size: int, flip: bool,
+                    clicks: int = 4) -> Tuple[List, List[np.ndarray]]:
+    """The evaluation loop's clicks and probability maps (``evaluate_sample``, the interactive chain)."""
+    probs: List[np.ndarray] = []
     predictor = interactive_predictor(model, size, flip)
     clicked, _, _ = evaluate_sample(image, gt, predictor, max_iou_thr=1.01, min_clicks=clicks, max_clicks=clicks,
-                                    callback=lambda *args: masks.append(args[2] > 0.49))
-    return clicked, masks
+                                    callback=lambda *args: probs.append(args[2].copy()))
+    return clicked, probs
 
 
-def api_masks(predictor: Predictor, image: np.ndarray, clicks) -> List[np.ndarray]:
-    """The API's masks for the same clicks, each call passing back the previous logits."""
+def api_path(predictor: Predictor, image: np.ndarray, clicks) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """The API's mask and probabilities for the same clicks, each call passing back the logits the
+    previous one returned."""
     predictor.set_image(image)
-    masks, logits = [], None
+    out, previous = [], None
     for n in range(1, len(clicks) + 1):
         coords = [[c.coords[1], c.coords[0]] for c in clicks[:n]]
         labels = [int(c.is_positive) for c in clicks[:n]]
-        mask, logits = predictor.predict(coords, labels, mask_input=logits)
-        assert mask.dtype == bool and mask.shape == image.shape[:2]
-        assert logits.ndim == 3 and logits.shape[0] == 1
-        masks.append(mask)
-    return masks
+        logits, _ = predictor.predict(coords, labels, mask_input=previous, return_logits=True)
+        mask, low_res = predictor.predict(coords, labels, mask_input=previous)
+        assert mask.dtype == bool and mask.shape == logits.shape == image.shape[:2]
+        assert low_res.ndim == 3 and low_res.shape[0] == 1
+        out.append((mask, 1 / (1 + np.exp(-logits.astype(np.float64)))))
+        previous = low_res
+    return out
 
 
 @pytest.mark.parametrize("flip", [False, True])
-def test_skipclick_masks_equal_the_evaluation_path(scene, flip: bool) -> None:
+@pytest.mark.parametrize("build, size", [(filled_skipclick, 112), (filled_emc, 64)], ids=["skipclick", "emc"])
+def test_masks_equal_the_evaluation_path(scene, build, size: int, flip: bool) -> None:
     image, gt = scene
-    model = tiny_skipclick()
-    clicks, expected = evaluation_masks(model, image, gt, 112, flip)
-    got = api_masks(Predictor(model, device="cpu", size=112, flip=flip), image, clicks)
-    assert len({int(m.sum()) for m in expected}) > 1, "the masks should change from click to click"
-    for n, (a, b) in enumerate(zip(got, expected)):
-        assert np.array_equal(a, b), f"click {n + 1}"
-
-
-@pytest.mark.parametrize("flip", [False, True])
-def test_emc_masks_equal_the_evaluation_path(scene, flip: bool) -> None:
-    image, gt = scene
-    model = tiny_emc()
-    clicks, expected = evaluation_masks(model, image, gt, 64, flip)
-    got = api_masks(Predictor(model, device="cpu", size=64, flip=flip), image, clicks)
-    for n, (a, b) in enumerate(zip(got, expected)):
-        assert np.array_equal(a, b), f"click {n + 1}"
+    model = build()
+    clicks, expected = evaluation_path(model, image, gt, size, flip)
+    got = api_path(Predictor(model, device="cpu", size=size, flip=flip), image, clicks)
+    for n, ((mask, prob), reference) in enumerate(zip(got, expected)):
+        assert np.array_equal(mask, reference > 0.49), f"click {n + 1}"
+        np.testing.assert_allclose(prob, reference, rtol=0, atol=1e-6, err_msg=f"click {n + 1}")
+    assert len({int((p > 0.49).sum()) for p in expected}) > 2, "the clicks should change the mask"
 
 
 def test_checkpoint_file_bgr_and_logits(scene, tmp_path: Path) -> None:
@@ -108,11 +107,11 @@ def test_foreign_mask_input_is_the_previous_mask(scene) -> None:
     """A logits map the predictor did not return becomes the previous mask, as a predicted one
     would: the result equals the chain's with that map as its state."""
     image, _ = scene
-    model = tiny_skipclick()
+    model = filled_skipclick()
     predictor = Predictor(model, size=112)
     predictor.set_image(image)
-    foreign = np.full((1, 112, 112), -4.0, dtype=np.float32)
-    foreign[:, 30:80, 40:90] = 4.0
+    foreign = np.full((1, 112, 112), -8.0, dtype=np.float32)
+    foreign[:, 20:90, 10:60] = 8.0
     mask, _ = predictor.predict([[60, 40]], [1], mask_input=foreign)
     chain = interactive_predictor(model, 112)
     chain.set_input_image(image)
