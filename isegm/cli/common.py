@@ -22,10 +22,22 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return text + " (default: %(default)s)"
 
 
+class CommandError(SystemExit):
+    """A command stopped on a wrong setting: exit status 2; ``str()`` is the message, so callers
+    of a command's ``main`` in Python see what went wrong."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def exit_error(message: str) -> NoReturn:
     """Stop a command with ``error: message`` on one line of stderr and exit status 2."""
     print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+    raise CommandError(message)
 
 
 def process_device(device: torch.device, process: Process) -> torch.device:
