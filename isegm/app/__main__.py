@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 from ..cli.common import HelpFormatter, exit_error
@@ -21,7 +22,7 @@ from .store import StoreError
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    prog = "python -m isegm.app" if sys.argv[0].endswith("__main__.py") else "skipclick-app"
+    prog = "python -m isegm.app" if Path(sys.argv[0]).parts[-3:] == ("isegm", "app", "__main__.py") else "skipclick-app"
     p = argparse.ArgumentParser(prog=prog, formatter_class=HelpFormatter,
                                 description="Annotate a folder of images in the browser: click-based segmentation "
                                             "with SkipClick or EMC-Click (or a model-free baseline), masks saved as "
@@ -29,7 +30,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--images", required=True, help="folder of images to annotate (its files, not sub-folders)")
     p.add_argument("--out", required=True, help="folder for the masks and annotations.json (created if needed)")
     p.add_argument("--checkpoint", help="SkipClick checkpoint (ours or the authors'), the authors' EMC-Click file or "
-                                         "a folder written by skipclick-export; none: a model-free baseline")
+                                         "a folder written by skipclick-export (default: none, a model-free baseline)")
     p.add_argument("--size", type=int, help="model input: SkipClick resizes the image to size x size (default 448), "
                                              "EMC-Click its short side to size (default 384)")
     p.add_argument("--flip", action="store_true", help="flip test-time augmentation (twice the per-click work)")

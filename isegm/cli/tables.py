@@ -292,11 +292,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                              "every table")
     parser.add_argument("--out", type=Path, help="folder for table<N>.md / .tex (default: print to stdout)")
     parser.add_argument("--miou-plot", type=Path, metavar="PNG",
-                        help="also draw every row's mIoU-versus-clicks curve on each of its datasets into one PNG")
+                        help="also draw every row's mIoU-versus-clicks curve on each of its datasets into one PNG "
+                             "(default: no plot)")
     parser.add_argument("--rclicks", action="store_true", help="the results are rclicks_*.json files (skipclick-"
                         "evaluate --clicker rclicks): print RClicks' benchmark table and the details table (Markdown)")
     parser.add_argument("--group-plot", type=Path, metavar="PNG",
-                        help="with --rclicks: draw every row's NoC per clicking group on each of its datasets")
+                        help="with --rclicks: draw every row's NoC per clicking group on each of its datasets "
+                             "(default: no plot)")
     args = parser.parse_args(argv)
     if args.rclicks and args.format != ["md"]:
         parser.error("--rclicks tables are Markdown only (--format md)")
