@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib.util
 import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import Dict
 
 import pytest
-import torch
 
 from conftest import REPO
 from isegm.app.__main__ import parse_args as app_args
@@ -39,18 +38,34 @@ def test_setup_declares_every_command_and_each_in_the_tree_has_main():
             assert callable(getattr(__import__(module, fromlist=[function]), function)), target
 
 
+def benchmark(name: str):
+    """A benchmark script of ``scripts/`` as a module (its folder on the path, as when run)."""
+    if str(REPO / "scripts") not in sys.path:
+        sys.path.append(str(REPO / "scripts"))
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+BENCHMARKS = ("benchmark_app", "benchmark_eval", "benchmark_latency", "benchmark_train")
+
+
 def parsers() -> Dict[str, argparse.ArgumentParser]:
-    """Each command's parser, caught as it parses --help."""
+    """Each command's and benchmark's parser, caught as it parses --help."""
+    parses = {"skipclick-train": train.parse_args, "skipclick-evaluate": evaluate.parse_args,
+              "skipclick-tables": tables.parse_args, "skipclick-app": app_args,
+              **{name: benchmark(name).parse_args for name in BENCHMARKS}}
     found = {}
     real = argparse.ArgumentParser.parse_args
 
     def catch(self, args=None, namespace=None):
-        found[self.prog] = self
+        found[name] = self
         raise SystemExit(0)
 
     argparse.ArgumentParser.parse_args = catch
     try:
-        for parse in (train.parse_args, evaluate.parse_args, tables.parse_args, app_args):
+        for name, parse in parses.items():
             with pytest.raises(SystemExit):
                 parse(["--help"])
     finally:
@@ -60,7 +75,7 @@ def parsers() -> Dict[str, argparse.ArgumentParser]:
 
 def test_every_option_has_help_that_shows_its_default():
     found = parsers()
-    assert set(found) >= {"skipclick-train", "skipclick-evaluate", "skipclick-tables"}
+    assert len(found) == 4 + len(BENCHMARKS)
     missing = []
     for prog, parser in found.items():
         assert isinstance(parser.formatter_class(prog), HelpFormatter), prog

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
-from conftest import REPO
 from isegm.cli import tables as make_tables
 from isegm.data.datasets import WSESEG_CLASSES
 
