@@ -89,11 +89,11 @@ def test_every_option_has_help_that_shows_its_default():
             if action.required or id(action) in required:
                 continue
             shown = parser.formatter_class(prog)._get_help_string(action)
-            if action.option_strings and action.nargs != 0 and action.default in (None, ""):
+            if action.option_strings and action.nargs != 0 and action.default in (None, "", []):
                 # the help says in words what happens without the option
                 if not any(w in shown for w in ("default", "no effect", "alias of")):
                     missing.append(f"{prog} {action.dest}: {shown!r} does not say what happens without it")
-            elif action.option_strings and action.default not in (None, False, "") and "default" not in shown:
+            elif action.option_strings and action.default not in (None, False, "", []) and "default" not in shown:
                 missing.append(f"{prog} {action.dest}: default not shown")
         assert "(default: %(default)s)" not in text
     assert not missing, "\n".join(missing)

@@ -12,11 +12,11 @@ from ..utils.distributed import Process
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the description's layout and appends each option's default to its help, unless the
-    help already speaks of its default or there is none to show (None, False, "")."""
+    help already speaks of its default or there is none to show (None, False, "", [])."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        nothing = action.default is None or action.default is False or action.default in ("", argparse.SUPPRESS)
+        nothing = action.default is None or action.default is False or action.default in ("", [], argparse.SUPPRESS)
         if "default" in text or nothing or not action.option_strings:
             return text
         return text + " (default: %(default)s)"

@@ -289,7 +289,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--labels", nargs="+", help="one row label per results file (default: its 'model')")
     parser.add_argument("--datasets", nargs="+", default=[], metavar="[TABLE=]NAME,NAME",
                         help="dataset list replacing a table's (e.g. 6=GrabCut,DAVIS,SBD); without TABLE= for "
-                             "every table")
+                             "every table (default: each table's own)")
     parser.add_argument("--out", type=Path, help="folder for table<N>.md / .tex (default: print to stdout)")
     parser.add_argument("--miou-plot", type=Path, metavar="PNG",
                         help="also draw every row's mIoU-versus-clicks curve on each of its datasets into one PNG "
