@@ -51,6 +51,14 @@ def benchmark(name: str):
 BENCHMARKS = ("benchmark_app", "benchmark_eval", "benchmark_latency", "benchmark_train")
 
 
+def test_setup_reads_the_one_version_without_importing_the_package():
+    import isegm
+    source = (REPO / "setup.py").read_text()
+    assert "import isegm" not in source and "exec(" not in source
+    line = next(l for l in (REPO / "isegm" / "__init__.py").read_text().splitlines() if l.startswith("__version__"))
+    assert line == f'__version__ = "{isegm.__version__}"'
+
+
 def parsers() -> Dict[str, argparse.ArgumentParser]:
     """Each command's and benchmark's parser, caught as it parses --help."""
     parses = {"skipclick-train": train.parse_args, "skipclick-evaluate": evaluate.parse_args,
