@@ -194,7 +194,7 @@ def checkpoints_and_logs(args: argparse.Namespace, config: Dict[str, Any]) -> Tu
 @functools.lru_cache(maxsize=1)
 def load_model(checkpoint: Path, device: torch.device) -> torch.nn.Module:
     """The model of a checkpoint, kept while consecutive datasets use it."""
-    from isegm.model import load_checkpoint
+    from ..model import load_checkpoint
     return load_checkpoint(checkpoint, device=device).eval()
 
 
@@ -202,7 +202,7 @@ def make_predictor(args: argparse.Namespace, checkpoint: Optional[Path], dataset
                    device: torch.device) -> Any:
     """The baseline, or the checkpoint's model behind the authors' predictor chain for this dataset."""
     if checkpoint is None:
-        from isegm.inference.baselines import get_baseline
+        from ..inference.baselines import get_baseline
         return get_baseline(args.baseline)
     model = load_model(checkpoint, device)
     return get_predictor(model, args.eval_mode, dataset_name, "ritm" if args.eval_ritm else "skipclick",

@@ -124,3 +124,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         model_file.main(cfg)
     finally:
         dist_utils.shutdown()
+
+
+if __name__ == "__main__":
+    main()
