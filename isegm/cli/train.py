@@ -2,7 +2,7 @@
 (``skipclick-train``, or ``python train.py`` in a clone)::
 
     skipclick-train models/iter_mask/skipclick.py --batch-size=32 --exp-name=first
-    torchrun --nproc-per-node=8 train.py models/iter_mask/skipclick.py --exp-name=8gpu
+    torchrun --nproc-per-node=8 --no-python skipclick-train models/iter_mask/skipclick.py --exp-name=8gpu
     skipclick-train models/iter_mask/skipclick.py --resume-exp=000 --resume-prefix=last
 
 The model file's ``main(cfg)`` builds the model and trains it with its recipe; ``cfg`` holds the
@@ -67,7 +67,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         p.error(f"model file {str(args.model_path)!r} not found")
     if args.ngpus > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         p.error(f"--ngpus {args.ngpus}: run one process per GPU with torchrun: "
-                f"torchrun --nproc-per-node={args.ngpus} train.py {args.model_path} ...")
+                f"torchrun --nproc-per-node={args.ngpus} --no-python skipclick-train {args.model_path} ...")
     if args.grad_accumulation < 1:
         p.error("--grad-accumulation must be at least 1")
     if args.dtype == "fp16":
