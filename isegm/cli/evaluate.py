@@ -15,7 +15,7 @@ also writes the per-class NoC radar chart.
 Faster, with the same numbers: ``--batch-size 16`` clicks on 16 instances at once (one network
 call per click for all), and torchrun shards the images over processes (one per GPU)::
 
-    torchrun --nproc-per-node=8 scripts/evaluate_model.py NoBRS --checkpoint=... --batch-size 16
+    torchrun --nproc-per-node=8 --no-python skipclick-evaluate NoBRS --checkpoint=... --batch-size 16
 
 Robustness to how people click: ``--clicker rclicks`` runs the RClicks benchmark protocol
 (``isegm/inference/rclicks.py``): the baseline clicker and ten clicking groups G1..G10 that draw
