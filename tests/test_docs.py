@@ -6,7 +6,6 @@ set-up commands.
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Dict, List, Tuple

@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, NoReturn, Optional, Sequence, TextIO, Tuple
+from typing import Dict, List, Optional, Sequence, TextIO, Tuple
 
 from ..model.backbones import BACKBONES
 from ..model.checkpoint import load_checkpoint, read_checkpoint_file
@@ -27,7 +27,8 @@ from ..model.families import family_of
 from ..model.skipclick.family import FAMILY as SKIPCLICK_FAMILY
 from ..model.skipclick.model import SkipClick
 from ..model.skipclick.variants import backbone_config_key
-from ..utils.config import load_config
+from ..utils.config import add_config_argument, load_config
+from .common import HelpFormatter, exit_error
 
 SUFFIXES = (".pth", ".pt")
 _SKIPCLICK_DOWNLOAD = "https://mediastore.rz.uni-augsburg.de/get/{}/"
@@ -231,11 +232,6 @@ def _describe(report: FileReport) -> str:
     return f"loads: {what}{params} ({listed})"
 
 
-def _error(message: str) -> NoReturn:
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
 def default_folders(config_path: Optional[str]) -> List[Path]:
     """The folders config.yml names for weights (``CHECKPOINTS_PATH`` and those of the
     ``*_WEIGHTS`` keys) that exist; ``./weights`` when none does."""
@@ -243,7 +239,7 @@ def default_folders(config_path: Optional[str]) -> List[Path]:
         config: Dict[str, Optional[str]] = load_config(config_path)
     except (OSError, ValueError) as err:
         if config_path is not None:
-            _error(str(err))
+            exit_error(str(err))
         config = {}
     named = [config.get("CHECKPOINTS_PATH")] + [os.path.dirname(v) for k, v in config.items()
                                                 if k.endswith("_WEIGHTS") and isinstance(v, str) and v]
@@ -288,7 +284,7 @@ def check(paths: Sequence[Path], out: Optional[TextIO] = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``skipclick-weights``."""
     parser = argparse.ArgumentParser(
-        prog="skipclick-weights",
+        prog="skipclick-weights", formatter_class=HelpFormatter,
         description="The released weight files of SkipClick and EMC-Click (list), and which of them are present "
                     "and load (check). Offline: nothing is downloaded.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{list,check}")
@@ -300,9 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     check_parser.add_argument("paths", nargs="*", metavar="PATH", type=Path,
                               help="folders or files to check (default: the folders config.yml names for "
                                    "CHECKPOINTS_PATH and the *_WEIGHTS keys, else ./weights)")
-    check_parser.add_argument("--config", default=None, metavar="FILE",
-                              help="config file naming the default folders (default: $SKIPCLICK_CONFIG, "
-                                   "else ./config.yml, else the built-in defaults)")
+    add_config_argument(check_parser)
     return parser
 
 
@@ -316,7 +310,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.paths:
         absent = [p for p in args.paths if not p.exists()]
         if absent:
-            _error(f"{os.fspath(absent[0])!r} does not exist; pass a folder or a .pth / .pt file")
+            exit_error(f"{os.fspath(absent[0])!r} does not exist; pass a folder or a .pth / .pt file")
         paths = list(args.paths)
     else:
         paths = default_folders(args.config)
