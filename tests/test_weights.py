@@ -156,7 +156,7 @@ def test_check_reads_the_authors_skipclick_files(tmp_path, capsys):
 SOURCES = [*ROOT.glob("*.py"), *ROOT.glob("isegm/**/*.py"), *ROOT.glob("scripts/**/*.py")]
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9_-]*")
 # Options of other programs that messages name with their program: torchrun's.
-OTHER_PROGRAMS_FLAGS = {"--nproc-per-node", "--nnodes", "--rdzv-backend", "--rdzv-endpoint"}
+OTHER_PROGRAMS_FLAGS = {"--nproc-per-node", "--nnodes", "--rdzv-backend", "--rdzv-endpoint", "--no-python"}
 CONFIG_KEY = re.compile(r"\b(?:SKIPCLICK_)?([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*_(?:WEIGHTS|PATH))\b")
 
 
