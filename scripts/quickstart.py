@@ -78,7 +78,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1,
                    help="data-loading processes while training (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and every draw (default: 0)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+    p.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
                    help="training precision; auto: bf16 autocast where the CPU multiplies bf16 natively "
                         "(AMX / AVX512-BF16: about 1.4x faster there), else fp32 (default: auto)")
     return p.parse_args(argv)
@@ -177,7 +177,7 @@ def evaluate(args: argparse.Namespace, env: Dict[str, str], sources: Dict[str, L
         logs.mkdir(parents=True)
         cmd = [str(c) for c in (
             sys.executable, "scripts/evaluate_model.py", "NoBRS", *source, "--datasets", EVAL_DATASET,
-            "--eval-mode", EVAL_MODE, "--suppress-zoom", "--cpu", "--n-clicks", args.n_clicks, "--limit",
+            "--eval-mode", EVAL_MODE, "--suppress-zoom", "--device", "cpu", "--n-clicks", args.n_clicks, "--limit",
             args.instances, "--model-name", method, "--logs-path", logs, "--no-progress")]
         show(cmd, env, f"  > {logs / 'log.txt'}")
         with open(logs / "log.txt", "w") as log:
@@ -241,7 +241,7 @@ def examples(checkpoint: Path, path: Path, n: int = 4, shown=(1, 3, 5)) -> None:
 def precision_reason(precision: str, choice: str) -> str:
     """Why the run trains in ``precision``."""
     if choice != "auto":
-        return f"--precision {choice}"
+        return f"--dtype {choice}"
     if precision == "bf16":
         return "this CPU multiplies bf16 natively (AMX / AVX512-BF16), where bf16 autocast trains faster"
     return "this CPU has no bf16 units (AMX / AVX512-BF16), so bf16 would be emulated and many times slower"
@@ -258,7 +258,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     # Outputs go under --out whatever config.yml says (config keys from the environment).
     env = {"SKIPCLICK_EXPS_PATH": str(out / "experiments"), "SKIPCLICK_CHECKPOINTS_PATH": str(out / "checkpoints")}
     recipe = load_model_file(MODEL_FILE).RECIPE
-    precision = training_precision(args.precision)
+    precision = training_precision(args.dtype)
 
     # The untrained model: the weights training starts from (train.py seeds the same way).
     torch.manual_seed(args.seed)
@@ -268,11 +268,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     budget = choose_budget(args, recipe, precision)
     print(f"training budget: {budget.epochs} epochs of {budget.epoch_len} samples ({budget.reason}); "
-          f"precision {precision} ({precision_reason(precision, args.precision)})", flush=True)
-    train = [sys.executable, "train.py", MODEL_FILE, "--cpu", "--exp-name", "quickstart", "--workers", args.workers,
-             "--seed", args.seed, "--epochs", budget.epochs, "--epoch-len", budget.epoch_len]
-    if precision == "bf16":
-        train.append("--bf16")
+          f"precision {precision} ({precision_reason(precision, args.dtype)})", flush=True)
+    train = [sys.executable, "train.py", MODEL_FILE, "--device", "cpu", "--dtype", precision, "--exp-name", "quickstart",
+             "--workers", args.workers, "--seed", args.seed, "--epochs", budget.epochs, "--epoch-len", budget.epoch_len]
     train_start = time.time()
     run(train, {**env, "OMP_NUM_THREADS": str(args.threads)})
     train_seconds = time.time() - train_start
@@ -298,7 +296,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"scenes, then evaluated with the papers' protocol (RITM click simulator, up to {args.n_clicks} clicks, "
         f"flip TTA, probability fed back) on the first {args.instances} held-out instances of `{EVAL_DATASET}`, "
         f"beside the same model untrained and {len(args.baselines)} classical baseline(s).\n\n"
-        f"- Precision: {precision}, because {precision_reason(precision, args.precision)}.\n"
+        f"- Precision: {precision}, because {precision_reason(precision, args.dtype)}.\n"
         f"- Training budget: {budget.epochs} epochs of {budget.epoch_len} samples ({budget.samples} samples, "
         f"batch {recipe.batch_size}, {args.threads} threads), chosen from {budget.reason}; training took "
         f"{train_seconds / 60:.1f} min{speed}.\n"

@@ -21,7 +21,7 @@ def test_quickstart_writes_the_report(tmp_path, capsys):
     quickstart = _load()
     out = tmp_path / "qs"
     assert quickstart.main(["--out", str(out), "--epochs", "1", "--epoch-len", "16", "--instances", "2",
-                            "--n-clicks", "2", "--workers", "0", "--precision", "fp32"]) == 0
+                            "--n-clicks", "2", "--workers", "0", "--dtype", "fp32"]) == 0
     report = out / "report"
     text = (report / "README.md").read_text()
     for method in (*quickstart.MODELS, "grabcut"):
@@ -29,7 +29,7 @@ def test_quickstart_writes_the_report(tmp_path, capsys):
         results = json.loads((report / f"results_{method}.json").read_text())
         assert results["datasets"][quickstart.EVAL_DATASET]["n_instances"] == 2
     assert "random_walker" not in text   # not a default baseline
-    assert "Precision: fp32, because --precision fp32" in text
+    assert "Precision: fp32, because --dtype fp32" in text
     assert "1 epochs of 16 samples (16 samples, batch 8" in text and "--epoch-len 16 fixed the size" in text
     assert "Training moved NoC@85 from" in text
     for picture in ("miou.png", "examples.png"):
