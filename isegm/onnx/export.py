@@ -108,15 +108,23 @@ class ExportHead(FastHead):
 
 
 @contextlib.contextmanager
-def export_form(model: SkipClick) -> Iterator[SkipClick]:
-    """``model`` with ``ExportHead`` as its per-click head, frozen and in eval mode, restored after."""
+def export_form(model: SkipClick, size: Tuple[int, int]) -> Iterator[SkipClick]:
+    """``model`` as it is traced for inputs of ``size``, restored afterwards: ``ExportHead`` as
+    its per-click head, no parameter requiring grad, and a DINOv2 backbone's position table
+    resized once for that size (its antialiased bicubic resize has no ONNX operator; for a fixed
+    size the table is a constant)."""
     head, grads = model.fast_head, [p.requires_grad for p in model.parameters()]
+    vit = model.feature_extractor.vit
     model.fast_head = ExportHead(model.head)
     model.requires_grad_(False)
+    if hasattr(vit, "interpolate_pos_encoding"):
+        table = vit.interpolate_pos_encoding(token_grid(size, model.patch_size)).detach()
+        vit.interpolate_pos_encoding = lambda grid: table   # the instance's attribute shadows the method
     try:
         yield model
     finally:
         model.fast_head = head
+        vit.__dict__.pop("interpolate_pos_encoding", None)
         for p, g in zip(model.parameters(), grads):
             p.requires_grad_(g)
 
@@ -189,7 +197,7 @@ def export_model(model: nn.Module, out: PathLike, size: Optional[Sequence[int]] 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model = model.cpu().float().eval()
-    with export_form(model), torch.no_grad(), _quiet():
+    with torch.no_grad(), export_form(model, (h, w)), _quiet():
         image = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
         template = model.encode_image(image)
         named = feature_tensors(template)

@@ -1,0 +1,290 @@
+"""ONNX export (``isegm.onnx.export``, ``skipclick-export``) and the torch-free onnxruntime predictor
+(``isegm.onnx.engine``).
+
+The default run exports the ``tiny`` SkipClick variant (every weight random, so that no layer is
+the identity) once, through the command, and checks onnxruntime against PyTorch: logits for 1 and
+several clicks on one graph, the evaluation chain's probability maps over simulated clicks on a
+GrabCut image, states, the import without torch, and the errors. The ``slow`` ones export the
+reference models (``shared/reference/model``: DINOv2 and DINOv3 ViT-B with ``fill.py`` weights,
+and the authors' checkpoint format) and hold onnxruntime to PyTorch and to the authors' logits.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from conftest import REPO, reference_file, shared_path
+from isegm import __version__
+from isegm.cli.export import main as export_main
+from isegm.inference.clicker import Click, Clicker
+from isegm.inference.predictor import get_predictor
+from isegm.model import build_emc, build_skipclick, save_checkpoint, save_emc_checkpoint
+from isegm.onnx.engine import FORMAT, OnnxClickPredictor, OnnxModel, points_array, read_meta
+from isegm.onnx.export import check_export, export_model, file_sha256
+
+# onnxruntime against PyTorch, float32 both: the same function in other kernels (seen: ~3e-6).
+ATOL = 1e-4
+TINY_SIZE = 112
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    model = build_skipclick("tiny").eval()
+    with torch.no_grad():
+        for p in model.parameters():   # the detail refiner's last conv starts at zero: no identity layers
+            p.normal_(0, 0.05)
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tiny_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny") / "tiny.pth"
+    save_checkpoint(tiny_model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_checkpoint, tmp_path_factory):
+    """The tiny checkpoint exported by ``skipclick-export --check``: (folder, printed lines)."""
+    out = tmp_path_factory.mktemp("export") / "tiny"
+    lines = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("builtins.print", lambda *a, **k: lines.append(" ".join(map(str, a))))
+        assert export_main(["--checkpoint", str(tiny_checkpoint), "--out", str(out), "--check"]) == 0
+    return out, lines
+
+
+def _torch_logits(model, image, points, prev):
+    with torch.no_grad():
+        return model.decode(model.encode_image(torch.from_numpy(image)), torch.from_numpy(points),
+                            torch.from_numpy(prev)).numpy()
+
+
+def _points(pos, neg):
+    """RITM rows for (y, x) lists of positive and negative clicks."""
+    clicks = [Click(True, c) for c in pos] + [Click(False, c) for c in neg]
+    for i, click in enumerate(clicks):
+        clicks[i] = click.copy(indx=i)
+    return points_array(clicks, (1.0, 1.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# the export
+
+
+def test_command_writes_a_checked_folder(exported, tiny_checkpoint):
+    folder, lines = exported
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["format"] == FORMAT and meta["family"] == "SkipClick" and meta["variant"] == "tiny"
+    assert meta["size"] == [TINY_SIZE, TINY_SIZE] and meta["patch_size"] == 8
+    assert meta["torch"] == torch.__version__ and meta["skipclick"] == __version__
+    assert meta["source_sha256"] == file_sha256(tiny_checkpoint) and meta["source"] == "tiny.pth"
+    # every image feature the encoder writes is a decoder input, and nothing else is
+    assert meta["decoder"]["inputs"] == meta["encoder"]["outputs"] + ["points", "prev_mask"]
+    assert meta["encoder"]["inputs"] == ["image"] and meta["decoder"]["outputs"] == ["logits"]
+    for name in ("encoder.onnx", "decoder.onnx"):
+        onnx.checker.check_model(str(folder / name))
+    decoder = onnx.load(str(folder / "decoder.onnx"), load_external_data=False)
+    points = next(i for i in decoder.graph.input if i.name == "points")
+    assert points.type.tensor_type.shape.dim[1].dim_param   # the click rows are a dynamic axis
+    check = next(line for line in lines if line.startswith("check:"))
+    assert float(check.split("=")[1].split()[0]) < ATOL
+
+
+def test_logits_equal_pytorch_for_one_and_several_clicks(exported, tiny_model):
+    """One exported graph, 1 to 4 clicks of each sign (2 to 8 point rows), random previous masks."""
+    model = OnnxModel(exported[0])
+    rng = np.random.default_rng(1)
+    image = rng.random((1, 3, TINY_SIZE, TINY_SIZE), dtype=np.float32)
+    features = model.encode(image)
+    seen = set()
+    for pos, neg in ([(50, 60)], []), ([(50, 60), (20, 90.5)], [(100, 3)]), \
+                    ([(5, 5), (60, 61), (70, 10), (111, 0)], [(30, 30), (31, 31)]):
+        points = _points(pos, neg)
+        prev = rng.random((1, 1, TINY_SIZE, TINY_SIZE), dtype=np.float32)
+        logits = model.decode(features, points, prev)
+        expected = _torch_logits(tiny_model, image, points, prev)
+        assert logits.shape == (1, 1, TINY_SIZE, TINY_SIZE)
+        np.testing.assert_allclose(logits, expected, rtol=0, atol=ATOL)
+        seen.add(points.shape[1])
+    assert seen == {2, 4, 8}
+
+
+def test_check_export_reports_the_difference(exported, tiny_model):
+    assert check_export(tiny_model, exported[0], clicks=5, seed=3) < ATOL
+
+
+def test_wrong_size_and_unsupported_family_are_refused(tiny_model, tmp_path):
+    with pytest.raises(ValueError, match="multiple of the patch size 8"):
+        export_model(tiny_model, tmp_path / "x", size=(100, 112))
+    with pytest.raises(NotImplementedError, match="EMC-Click does not export"):
+        export_model(build_emc("hr18s"), tmp_path / "y")
+
+
+# ---------------------------------------------------------------------------------------------
+# the onnxruntime predictor
+
+
+def _grabcut_instance():
+    root = shared_path("datasets", "GrabCut")
+    from isegm.data.datasets import GrabCutDataset
+    sample = GrabCutDataset(root).get_sample(0)
+    return sample.image, sample.gt_mask(0)
+
+
+def test_predictor_equals_the_torch_chain_on_simulated_clicks(exported, tiny_model):
+    """Five clicks of the RITM clicker on a GrabCut image: every probability map equals the torch
+    chain's (``fixed112``, zoom-in suppressed, no flip), which also decides the clicks."""
+    image, gt = _grabcut_instance()
+    reference = get_predictor(tiny_model, eval_mode=f"fixed{TINY_SIZE}", suppress_zoom=True, with_flip=False)
+    predictor = OnnxClickPredictor(exported[0])
+    assert predictor.description == f"SkipClick tiny on onnxruntime ({TINY_SIZE}x{TINY_SIZE})"
+    reference.set_input_image(image)
+    predictor.set_input_image(image)
+    predictor.precompute()
+    clicker = Clicker(gt_mask=gt)
+    pred = np.zeros(gt.shape, dtype=bool)
+    for _ in range(5):
+        clicker.make_next_click(pred)
+        expected = reference.get_prediction(clicker)
+        prob = predictor.get_prediction(clicker)
+        assert prob.shape == gt.shape and prob.dtype == np.float32
+        np.testing.assert_allclose(prob, expected, rtol=0, atol=ATOL)
+        pred = expected > 0.49
+    assert {c.is_positive for c in clicker.get_clicks()} == {True, False}   # both signs were exercised
+
+
+def test_states_undo_and_mask_input(exported):
+    image, gt = _grabcut_instance()
+    predictor = OnnxClickPredictor(exported[0])
+    predictor.set_input_image(image)
+    clicker = Clicker(gt_mask=gt)
+    clicker.make_next_click(np.zeros(gt.shape, dtype=bool))
+    first = predictor.get_prediction(clicker)
+    states = predictor.get_states()
+    clicker.make_next_click(first > 0.49)
+    second = predictor.get_prediction(clicker)
+    predictor.set_states(states)                    # undo: the second click again gives the same map
+    np.testing.assert_array_equal(predictor.get_prediction(clicker), second)
+    np.testing.assert_array_equal(states["prev_prediction"][0, 0], first)   # a snapshot, unchanged
+
+    logits = predictor.get_mask_input()
+    assert logits.shape == (1, TINY_SIZE, TINY_SIZE) and logits.dtype == np.float32 and np.isfinite(logits).all()
+    ramp = np.add.outer(np.linspace(-4, 4, TINY_SIZE), np.linspace(-2, 3, TINY_SIZE)).astype(np.float32)[None]
+    predictor.set_mask_input(ramp)                  # to the image's size and back: a smooth map survives
+    np.testing.assert_allclose(predictor.get_mask_input(), ramp, atol=0.05)
+    predictor.set_mask_input(np.full((TINY_SIZE, TINY_SIZE), 20.0, dtype=np.float32))
+    np.testing.assert_allclose(predictor.get_states()["prev_prediction"], 1.0, atol=1e-6)
+    with pytest.raises(ValueError, match="mask_input must be"):
+        predictor.set_mask_input(np.zeros((2, 4, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match="does not fit the image"):
+        predictor.set_states({"prev_prediction": np.zeros((1, 1, 4, 4), dtype=np.float32)})
+
+
+def test_engine_imports_and_runs_without_torch(exported):
+    """In a fresh interpreter: the engine and the clicker predict a map and torch is never imported."""
+    code = (
+        "import sys, numpy as np\n"
+        "from isegm.onnx.engine import OnnxClickPredictor\n"
+        "from isegm.inference.clicker import Click, Clicker\n"
+        f"p = OnnxClickPredictor({str(exported[0])!r})\n"
+        "p.set_input_image(np.full((90, 130, 3), 128, np.uint8))\n"
+        "c = Clicker(); c.add_click(Click(True, (40, 60)))\n"
+        "prob = p.get_prediction(c)\n"
+        "assert prob.shape == (90, 130), prob.shape\n"
+        "print('torch' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_engine_errors_name_the_folder_and_the_fix(exported, tmp_path):
+    with pytest.raises(FileNotFoundError, match="skipclick-export --checkpoint PATH --out DIR"):
+        read_meta(tmp_path / "absent")
+    (tmp_path / "meta.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="lacks encoder.onnx, decoder.onnx"):
+        read_meta(tmp_path)
+    for name in ("encoder.onnx", "decoder.onnx"):
+        (tmp_path / name).write_bytes(b"")
+    meta = json.loads((exported[0] / "meta.json").read_text())
+    (tmp_path / "meta.json").write_text(json.dumps({**meta, "format": "skipclick-onnx/0"}))
+    with pytest.raises(ValueError, match="format 'skipclick-onnx/0'.*export the model again"):
+        read_meta(tmp_path)
+    (tmp_path / "meta.json").write_text(json.dumps({**meta, "family": "EMCClick"}))
+    with pytest.raises(ValueError, match="family 'EMCClick'"):
+        read_meta(tmp_path)
+    (tmp_path / "meta.json").write_text("not json")
+    with pytest.raises(ValueError, match="cannot be read as JSON"):
+        read_meta(tmp_path)
+    predictor = OnnxClickPredictor(exported[0])
+    with pytest.raises(RuntimeError, match="set_input_image"):
+        predictor.get_prediction(Clicker())
+
+
+# ---------------------------------------------------------------------------------------------
+# the command's errors: one line, exit status 2
+
+
+def _fails(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        export_main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("skipclick-export: error: ") and message in err, err
+
+
+def test_command_errors(capsys, tmp_path, tiny_checkpoint):
+    out = str(tmp_path / "out")
+    _fails(capsys, ["--checkpoint", str(tmp_path / "none.pth"), "--out", out], "no checkpoint at")
+    _fails(capsys, ["--checkpoint", str(tiny_checkpoint), "--out", out, "--size", "100", "112"],
+           "not a multiple of the patch size 8")
+    _fails(capsys, ["--checkpoint", str(tiny_checkpoint), "--out", out, "--opset", "16"], "opset 17 or later")
+    (tmp_path / "file").write_text("")
+    _fails(capsys, ["--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "file")], "is a file")
+    emc = tmp_path / "emc.pth"
+    save_emc_checkpoint(build_emc("hr18s"), emc)
+    _fails(capsys, ["--checkpoint", str(emc), "--out", out], "EMC-Click does not export")
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# the reference models (slow: a ViT-B export takes about a minute on 2 cores)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["skip", "dinov3_skip"])
+def test_reference_models_equal_pytorch_and_the_authors(name, filled_model, golden, tmp_path):
+    """ViT-B DINOv2 / DINOv3 SkipClick with ``fill.py`` weights exported at 224: onnxruntime's
+    logits equal PyTorch's within 1e-4 and the authors' within the fixtures' 3e-5, for the
+    golden clicks and the second click's point set."""
+    model = filled_model(name)
+    export_model(model, tmp_path, size=(224, 224))
+    onnx_model = OnnxModel(tmp_path)
+    inputs = golden("inputs")
+    image, prev = inputs["s224.image"], inputs["s224.prev_mask"]
+    features = onnx_model.encode(image)
+    for key in ("s224.points", "s224.points_click2"):
+        logits = onnx_model.decode(features, inputs[key], prev)
+        np.testing.assert_allclose(logits, _torch_logits(model, image, inputs[key], prev), rtol=0, atol=ATOL)
+    logits = onnx_model.decode(features, inputs["s224.points"], prev)
+    np.testing.assert_allclose(logits, golden(name)["s224.fwd.logits"], rtol=0, atol=3e-5)
+
+
+@pytest.mark.slow
+def test_authors_checkpoint_exports(tmp_path, capsys):
+    """The authors' checkpoint format goes through the command (variant and checksum recorded)."""
+    path = reference_file("official_format_skip.pth")
+    assert export_main(["--checkpoint", str(path), "--out", str(tmp_path), "--size", "224", "224"]) == 0
+    meta = read_meta(tmp_path)
+    assert meta["variant"] == "skipclick" and meta["size"] == [224, 224]
+    assert meta["source_sha256"] == file_sha256(path)
+    assert "SkipClick skipclick at 224x224" in capsys.readouterr().out
