@@ -4,8 +4,9 @@
 The default run exports the ``tiny`` SkipClick variant (every weight random, so that no layer is
 the identity) once, through the command, and checks onnxruntime against PyTorch: logits for 1 and
 several clicks on one graph, the evaluation chain's probability maps over simulated clicks on a
-GrabCut image, states, the import without torch, and the errors. The ``slow`` ones export the
-reference models (``shared/reference/model``: DINOv2 and DINOv3 ViT-B with ``fill.py`` weights,
+GrabCut image, states, the import without torch, and the errors. The ``slow`` ones export
+EMC-Click HRNet-18s (random weights; graphs of any size, checked against the family's torch
+protocol) and the reference models (``shared/reference/model``: DINOv2 and DINOv3 ViT-B with ``fill.py`` weights,
 and the authors' checkpoint format) and hold onnxruntime to PyTorch and to the authors' logits.
 """
 from __future__ import annotations
@@ -32,6 +33,7 @@ from isegm.onnx.export import check_export, export_model, file_sha256
 # onnxruntime against PyTorch, float32 both: the same function in other kernels (seen: ~3e-6).
 ATOL = 1e-4
 TINY_SIZE = 112
+EMC_SHORT_SIDE = 128
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +64,29 @@ def exported(tiny_checkpoint, tmp_path_factory):
     return out, lines
 
 
+@pytest.fixture(scope="module")
+def emc_model():
+    torch.manual_seed(0)
+    return build_emc("hr18s").eval()
+
+
+@pytest.fixture(scope="module")
+def emc_exported(emc_model, tmp_path_factory):
+    """EMC-Click HRNet-18s (random weights) exported by the command: (folder, printed lines)."""
+    path = tmp_path_factory.mktemp("emc") / "hr18s.pth"
+    save_emc_checkpoint(emc_model, path)
+    out = path.parent / "export"
+    lines = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("builtins.print", lambda *a, **k: lines.append(" ".join(map(str, a))))
+        assert export_main(["--checkpoint", str(path), "--out", str(out), "--short-side", str(EMC_SHORT_SIDE),
+                            "--check"]) == 0
+    return out, lines
+
+
 def _torch_logits(model, image, points, prev):
     with torch.no_grad():
-        return model.decode(model.encode_image(torch.from_numpy(image)), torch.from_numpy(points),
+        return model.decode(model.encode_image(torch.from_numpy(image)), torch.from_numpy(points).float(),
                             torch.from_numpy(prev)).numpy()
 
 
@@ -73,7 +95,7 @@ def _points(pos, neg):
     clicks = [Click(True, c) for c in pos] + [Click(False, c) for c in neg]
     for i, click in enumerate(clicks):
         clicks[i] = click.copy(indx=i)
-    return points_array(clicks, (1.0, 1.0))
+    return points_array(clicks, lambda y, x: (y, x))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,13 +126,13 @@ def test_logits_equal_pytorch_for_one_and_several_clicks(exported, tiny_model):
     model = OnnxModel(exported[0])
     rng = np.random.default_rng(1)
     image = rng.random((1, 3, TINY_SIZE, TINY_SIZE), dtype=np.float32)
-    features = model.encode(image)
+    features = model.encode(image=image)
     seen = set()
     for pos, neg in ([(50, 60)], []), ([(50, 60), (20, 90.5)], [(100, 3)]), \
                     ([(5, 5), (60, 61), (70, 10), (111, 0)], [(30, 30), (31, 31)]):
         points = _points(pos, neg)
         prev = rng.random((1, 1, TINY_SIZE, TINY_SIZE), dtype=np.float32)
-        logits = model.decode(features, points, prev)
+        logits = model.decode(**features, points=points.astype(np.float32), prev_mask=prev)["logits"]
         expected = _torch_logits(tiny_model, image, points, prev)
         assert logits.shape == (1, 1, TINY_SIZE, TINY_SIZE)
         np.testing.assert_allclose(logits, expected, rtol=0, atol=ATOL)
@@ -119,14 +141,20 @@ def test_logits_equal_pytorch_for_one_and_several_clicks(exported, tiny_model):
 
 
 def test_check_export_reports_the_difference(exported, tiny_model):
-    assert check_export(tiny_model, exported[0], clicks=5, seed=3) < ATOL
+    diff, scale = check_export(tiny_model, exported[0], clicks=5, seed=3)
+    assert diff < ATOL and scale > 0.05
 
 
-def test_wrong_size_and_unsupported_family_are_refused(tiny_model, tmp_path):
+def test_settings_of_the_other_family_are_refused(tiny_model, emc_model, tmp_path):
     with pytest.raises(ValueError, match="multiple of the patch size 8"):
         export_model(tiny_model, tmp_path / "x", size=(100, 112))
-    with pytest.raises(NotImplementedError, match="EMC-Click does not export"):
-        export_model(build_emc("hr18s"), tmp_path / "y")
+    with pytest.raises(ValueError, match="short_side is EMC-Click's setting"):
+        export_model(tiny_model, tmp_path / "x", short_side=384)
+    with pytest.raises(ValueError, match="EMC-Click's graphs take any size"):
+        export_model(emc_model, tmp_path / "y", size=(384, 512))
+    with pytest.raises(TypeError, match="not Linear"):
+        export_model(torch.nn.Linear(2, 2), tmp_path / "z")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,8 +247,8 @@ def test_engine_errors_name_the_folder_and_the_fix(exported, tmp_path):
     (tmp_path / "meta.json").write_text(json.dumps({**meta, "format": "skipclick-onnx/0"}))
     with pytest.raises(ValueError, match="format 'skipclick-onnx/0'.*export the model again"):
         read_meta(tmp_path)
-    (tmp_path / "meta.json").write_text(json.dumps({**meta, "family": "EMCClick"}))
-    with pytest.raises(ValueError, match="family 'EMCClick'"):
+    (tmp_path / "meta.json").write_text(json.dumps({**meta, "family": "RITM"}))
+    with pytest.raises(ValueError, match="family 'RITM'; this engine runs SkipClick, EMCClick"):
         read_meta(tmp_path)
     (tmp_path / "meta.json").write_text("not json")
     with pytest.raises(ValueError, match="cannot be read as JSON"):
@@ -228,6 +256,70 @@ def test_engine_errors_name_the_folder_and_the_fix(exported, tmp_path):
     predictor = OnnxClickPredictor(exported[0])
     with pytest.raises(RuntimeError, match="set_input_image"):
         predictor.get_prediction(Clicker())
+
+
+# ---------------------------------------------------------------------------------------------
+# EMC-Click: graphs of any size, the base network at an object's first click
+
+
+@pytest.mark.slow
+def test_emc_export_is_checked_and_takes_any_size(emc_exported, emc_model):
+    folder, lines = emc_exported
+    meta = read_meta(folder)
+    assert meta["family"] == "EMCClick" and meta["variant"] == "hr18s"
+    assert meta["size"] is None and meta["short_side"] == EMC_SHORT_SIDE
+    check = next(line for line in lines if line.startswith("check:"))
+    assert float(check.split("=")[1].split()[0]) < ATOL
+    # a size other than the traced one (384 x 512), 1 and several clicks
+    model = OnnxModel(folder)
+    rng = np.random.default_rng(2)
+    image = rng.random((1, 3, 136, 200), dtype=np.float32)
+    first = _points([(30, 50)], []).astype(np.float64)
+    state = model.encode(image=image, points=first)
+    assert state["feature"].shape[-2:] == (34, 50)
+    with torch.no_grad():
+        expected = emc_model.encode_image(torch.from_numpy(image), torch.from_numpy(first))
+    prev, torch_prev = state["coarse_logits"], expected.prev_logits_lr
+    for points in (first, _points([(30, 50), (100, 20)], [(3, 190)]), _points([(30, 50), (100, 20)], [(3, 190), (60, 60)])):
+        out = model.decode(**state, prev_logits=prev, points=points)
+        with torch.no_grad():
+            expected.prev_logits_lr = torch_prev
+            ref = emc_model.correct(expected, torch.from_numpy(points))
+        np.testing.assert_allclose(out["logits"], ref.logits.numpy(), rtol=0, atol=ATOL)
+        np.testing.assert_allclose(out["logits_lr"], ref.logits_lr.numpy(), rtol=0, atol=ATOL)
+        prev, torch_prev = out["logits_lr"], ref.logits_lr
+
+
+@pytest.mark.slow
+def test_emc_predictor_equals_the_torch_protocol_on_simulated_clicks(emc_exported, emc_model):
+    image, gt = _grabcut_instance()
+    reference = get_predictor(emc_model, eval_mode=f"fixed{EMC_SHORT_SIDE}", with_flip=False)
+    predictor = OnnxClickPredictor(emc_exported[0])
+    assert predictor.description == f"EMCClick hr18s on onnxruntime (short side {EMC_SHORT_SIDE})"
+    reference.set_input_image(image)
+    predictor.set_input_image(image)
+    predictor.precompute()
+    np.testing.assert_array_equal(predictor.get_mask_input(), 0.0)   # before the first click
+    clicker = Clicker(gt_mask=gt)
+    pred = np.zeros(gt.shape, dtype=bool)
+    for i in range(4):
+        clicker.make_next_click(pred)
+        expected = reference.get_prediction(clicker)
+        np.testing.assert_allclose(predictor.get_prediction(clicker), expected, rtol=0, atol=ATOL)
+        pred = expected > 0.49
+        if i == 1:
+            states = predictor.get_states()
+    logits = predictor.get_mask_input()
+    assert logits.shape == (1, *(s // 4 for s in reference.net_size))
+    third = clicker.get_clicks()[:3]
+    undo = Clicker(init_clicks=third)
+    predictor.set_states(states)                     # back to two clicks, then the third again
+    reference.set_states({"emc_state": None})
+    for k in range(1, 4):
+        expected = reference.get_prediction(Clicker(init_clicks=third[:k]))
+    np.testing.assert_allclose(predictor.get_prediction(undo), expected, rtol=0, atol=ATOL)
+    with pytest.raises(ValueError, match="continues an object only from its own state"):
+        predictor.set_mask_input(logits)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,9 +342,8 @@ def test_command_errors(capsys, tmp_path, tiny_checkpoint):
     _fails(capsys, ["--checkpoint", str(tiny_checkpoint), "--out", out, "--opset", "16"], "opset 17 or later")
     (tmp_path / "file").write_text("")
     _fails(capsys, ["--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "file")], "is a file")
-    emc = tmp_path / "emc.pth"
-    save_emc_checkpoint(build_emc("hr18s"), emc)
-    _fails(capsys, ["--checkpoint", str(emc), "--out", out], "EMC-Click does not export")
+    _fails(capsys, ["--checkpoint", str(tiny_checkpoint), "--out", out, "--short-side", "384"],
+           "short_side is EMC-Click's setting")
     assert not (tmp_path / "out").exists()
 
 
@@ -271,11 +362,11 @@ def test_reference_models_equal_pytorch_and_the_authors(name, filled_model, gold
     onnx_model = OnnxModel(tmp_path)
     inputs = golden("inputs")
     image, prev = inputs["s224.image"], inputs["s224.prev_mask"]
-    features = onnx_model.encode(image)
+    features = onnx_model.encode(image=image)
     for key in ("s224.points", "s224.points_click2"):
-        logits = onnx_model.decode(features, inputs[key], prev)
+        logits = onnx_model.decode(**features, points=inputs[key], prev_mask=prev)["logits"]
         np.testing.assert_allclose(logits, _torch_logits(model, image, inputs[key], prev), rtol=0, atol=ATOL)
-    logits = onnx_model.decode(features, inputs["s224.points"], prev)
+    logits = onnx_model.decode(**features, points=inputs["s224.points"], prev_mask=prev)["logits"]
     np.testing.assert_allclose(logits, golden(name)["s224.fwd.logits"], rtol=0, atol=3e-5)
 
 

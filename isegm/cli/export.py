@@ -15,7 +15,13 @@ from typing import List, Optional
 
 DESCRIPTION = __doc__.split("\n\n")[0].replace("``", "")
 EPILOG = ("The export traces the model on the CPU in float32, the precision of the graphs, so this command has no "
-          "--device or --dtype. EMC-Click checkpoints do not export (docs/onnx.md says why).")
+          "--device or --dtype. SkipClick graphs run at one size (--size); EMC-Click graphs take any size and the "
+          "predictor resizes the image's short side (--short-side).")
+
+
+# --check fails above this difference, relative to the logits' size where they exceed 1 (float32 in
+# both runtimes: ~1e-6 is usual).
+CHECK_TOLERANCE = 1e-4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, metavar="DIR", help="folder to write (created if absent)")
     parser.add_argument("--size", nargs=2, type=int, default=None, metavar=("H", "W"),
                         help="network input size, multiples of the patch size (14 for DINOv2, 16 for DINOv3); "
-                             "default: the model's training crop (448 448 for the released models)")
+                             "default: the model's training crop (448 448 for the released models); SkipClick only")
+    parser.add_argument("--short-side", type=int, default=None, metavar="N",
+                        help="EMC-Click only: the network input's short side the predictor resizes images to "
+                             "(default: 384, the authors' setting; 576 for DAVIS)")
     parser.add_argument("--opset", type=int, default=None,
                         help="ONNX opset of the graphs (at least 17, for LayerNormalization; default: 18)")
     parser.add_argument("--check", action="store_true",
@@ -51,17 +60,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         model = load_checkpoint(args.checkpoint)
         meta = export_model(model, args.out, size=args.size, opset=args.opset or DEFAULT_OPSET,
-                            source=args.checkpoint)
+                            source=args.checkpoint, short_side=args.short_side)
     except (OSError, ValueError, TypeError, NotImplementedError) as err:
         parser.exit(2, f"skipclick-export: error: {err}\n")
-    h, w = meta["size"]
-    print(f"wrote {args.out}: {meta['family']} {meta['variant']} at {h}x{w}, opset {meta['opset']}")
+    size = "x".join(map(str, meta["size"])) if meta["size"] else f"short side {meta['short_side']}"
+    print(f"wrote {args.out}: {meta['family']} {meta['variant']} at {size}, opset {meta['opset']}")
     for part in ("encoder", "decoder"):
         path = os.path.join(args.out, meta[part]["file"])
         print(f"  {meta[part]['file']:<13} {os.path.getsize(path) / 2 ** 20:8.1f} MiB")
     if args.check:
-        diff = check_export(model, args.out)
-        print(f"check: max |logits difference| PyTorch vs onnxruntime = {diff:.2e} (random image, 3 clicks)")
+        diff, scale = check_export(model, args.out)
+        print(f"check: max |logits difference| PyTorch vs onnxruntime = {diff:.2e} (random image, 3 clicks; "
+              f"logits up to {scale:.2g})")
+        if diff > CHECK_TOLERANCE * max(1.0, scale):
+            parser.exit(2, f"skipclick-export: error: the graphs differ from PyTorch by {diff:.2e} (more than "
+                           f"{CHECK_TOLERANCE:g}); please report it with the checkpoint's meta.json\n")
     print(f"use it: Predictor({args.out!r}) or skipclick-app --checkpoint {args.out}")
     return 0
 

@@ -14,9 +14,16 @@ weight-only terms (the fusion stack's position table for this grid, the folded G
 matrices) are constants of the graph. Graphs are traced by the TorchScript exporter: the dynamo
 exporter stops at the models' input checks, which read tensor values.
 
-EMC-Click does not export (``UNSUPPORTED``): its correction network chooses its templates with a
-data-dependent ``topk`` whose tie order onnxruntime does not reproduce, and runs a grouped
-convolution whose kernels are those templates.
+EMC-Click splits as its protocol does (``encode_image`` on an object's first click, ``correct``
+on every click); its graphs take any network size (multiples of 4)::
+
+    encoder.onnx   image [1, 3, h, w] float in [0, 1], points [1, 2, 3] (the first click, float64)
+                   -> normalized [1, 3, h, w], feature [1, C, h/4, w/4], coarse_logits [1, 1, h/4, w/4]
+    decoder.onnx   normalized, feature, prev_logits [1, 1, h/4, w/4], points [1, 2P, 3] (float64)
+                   -> logits [1, 1, h, w], logits_lr [1, 1, h/4, w/4] (the next click's prev_logits)
+
+The correction network's template correlation is traced as a batched matrix product: its grouped
+convolution takes the chosen templates as kernels, which the exporter cannot give a shape.
 """
 from __future__ import annotations
 
@@ -39,16 +46,17 @@ from .. import __version__
 from ..model.families import family_of
 from ..model.skipclick import ImageFeatures, SkipClick
 from ..model.skipclick.fast_decoder import FastHead, _conv, _from_nchw, _to_nchw, resize_matrix
+from ..model.emc import EMCClick
+from ..model.emc.corrector import _gather_rows
+from ..model.emc.model import EMCState
+from ..model.emc.predictor import EMC_DEFAULT_SHORT_SIDE, SIDE_MULTIPLE
 from ..model.skipclick.fusion import token_grid
 from .engine import DECODER_FILE, ENCODER_FILE, FORMAT, META_FILE, OnnxModel
 
 DEFAULT_OPSET = 18
 FOLD_IMAGE_TERMS = ("offset", "offset_mean", "cross", "offset_ss")   # a FoldedNorm's image-dependent fields
-UNSUPPORTED = {
-    "EMCClick": "EMC-Click does not export to ONNX: its correction network picks its templates with a "
-                "data-dependent top-k (tie order differs in onnxruntime) and convolves with them as kernels; "
-                "run it with PyTorch (see docs/onnx.md)",
-}
+# EMC-Click: the network size the graphs are traced at (any size runs) and the predictor's short side.
+EMC_TRACE_SIZE = (384, 512)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -154,6 +162,37 @@ class SkipClickDecoder(nn.Module):
         return self.model.decode(with_feature_tensors(self.template, features), points, prev_mask)
 
 
+def correlation_as_product(q: Tensor, k: Tensor, indices: Tensor) -> Tensor:
+    """``CorrectionNetwork._correlation`` as a batched matrix product (same sums)."""
+    B, C, h, w = k.shape
+    kernels = _gather_rows(q.flatten(2).transpose(1, 2), indices)            # [B, K, C]
+    return torch.bmm(kernels, k.reshape(B, C, h * w)).view(B, -1, h, w)
+
+
+class EMCEncoder(nn.Module):
+    """EMC-Click's base network as a graph: image, first click -> normalized image, feature, coarse logits."""
+
+    def __init__(self, model: EMCClick) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: Tensor, points: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        state = self.model.encode_image(image, points)
+        return state.image, state.feature, state.coarse_logits_lr
+
+
+class EMCDecoder(nn.Module):
+    """EMC-Click's correction step as a graph: state tensors + all clicks -> logits, 1/4-resolution logits."""
+
+    def __init__(self, model: EMCClick) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, normalized: Tensor, feature: Tensor, prev_logits: Tensor, points: Tensor) -> Tuple[Tensor, Tensor]:
+        out = self.model.correct(EMCState(normalized, feature, prev_logits, prev_logits), points)
+        return out.logits, out.logits_lr
+
+
 # ---------------------------------------------------------------------------------------------
 # export
 
@@ -182,22 +221,52 @@ def export_size(model: SkipClick, size: Optional[Sequence[int]]) -> Tuple[int, i
 
 
 def export_model(model: nn.Module, out: PathLike, size: Optional[Sequence[int]] = None,
-                 opset: int = DEFAULT_OPSET, source: Optional[PathLike] = None) -> Dict:
-    """Write ``out/encoder.onnx``, ``out/decoder.onnx`` and ``out/meta.json`` for ``model`` (eval
-    mode, CPU, float32) at network size ``size`` = (h, w); returns the meta. ``source``: the
-    checkpoint the model came from (its sha256 goes into the meta). Both graphs pass
+                 opset: int = DEFAULT_OPSET, source: Optional[PathLike] = None,
+                 short_side: Optional[int] = None) -> Dict:
+    """Write ``out/encoder.onnx``, ``out/decoder.onnx`` and ``out/meta.json`` for ``model`` (traced
+    in eval mode on the CPU in float32); returns the meta. ``size``: SkipClick's network input
+    (h, w). ``short_side``: EMC-Click's network short side (default 384, the authors'). ``source``:
+    the checkpoint the model came from (its sha256 goes into the meta). Both graphs pass
     ``onnx.checker``."""
-    family = family_of(model)
-    name = family.name if family is not None else type(model).__name__
-    if name in UNSUPPORTED:
-        raise NotImplementedError(UNSUPPORTED[name])
-    if not isinstance(model, SkipClick):
-        raise TypeError(f"export_model exports SkipClick models, not {name}")
-    h, w = export_size(model, size)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     model = model.cpu().float().eval()
-    with torch.no_grad(), export_form(model, (h, w)), _quiet():
+    if isinstance(model, SkipClick):
+        if short_side is not None:
+            raise ValueError("short_side is EMC-Click's setting; a SkipClick export takes size (h, w)")
+        h, w = export_size(model, size)
+        out.mkdir(parents=True, exist_ok=True)
+        _export_skipclick(model, out, (h, w), opset)
+        settings = {"size": [h, w], "patch_size": model.patch_size}
+    elif isinstance(model, EMCClick):
+        if size is not None:
+            raise ValueError("EMC-Click's graphs take any size; its predictor resizes the image's short side "
+                             f"(short_side, default {EMC_DEFAULT_SHORT_SIDE}) instead of a fixed size")
+        short_side = EMC_DEFAULT_SHORT_SIDE if short_side is None else int(short_side)
+        if short_side < SIDE_MULTIPLE:
+            raise ValueError(f"short_side must be at least {SIDE_MULTIPLE}, got {short_side}")
+        out.mkdir(parents=True, exist_ok=True)
+        _export_emc(model, out, opset)
+        settings = {"size": None, "short_side": short_side}
+    else:
+        raise TypeError(f"export_model exports SkipClick and EMC-Click models, not {type(model).__name__}")
+    model.eval()   # the exporter restores the wrappers' mode on every submodule
+    graphs = {}
+    for part, file in (("encoder", ENCODER_FILE), ("decoder", DECODER_FILE)):
+        onnx.checker.check_model(str(out / file))
+        graph = onnx.load(str(out / file), load_external_data=False).graph
+        graphs[part] = {"file": file, "inputs": [i.name for i in graph.input], "outputs": [o.name for o in graph.output]}
+    meta = {"format": FORMAT, "family": family_of(model).name, "variant": variant_name(model), **settings,
+            "config": json.loads(json.dumps(model.config.to_dict())), **graphs, "opset": opset,
+            "torch": torch.__version__, "skipclick": __version__,
+            "source": None if source is None else os.path.basename(os.fspath(source)),
+            "source_sha256": None if source is None else file_sha256(source)}
+    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def _export_skipclick(model: SkipClick, out: Path, size: Tuple[int, int], opset: int) -> None:
+    h, w = size
+    with torch.no_grad(), export_form(model, size), _quiet():
         image = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
         template = model.encode_image(image)
         named = feature_tensors(template)
@@ -210,19 +279,32 @@ def export_model(model: nn.Module, out: PathLike, size: Optional[Sequence[int]] 
                           str(out / DECODER_FILE), dynamo=False, opset_version=opset,
                           input_names=names + ["points", "prev_mask"], output_names=["logits"],
                           dynamic_axes={"points": {1: "points"}})
-    model.eval()   # the exporter restores the wrappers' mode on every submodule
-    graphs = {}
-    for part, file in (("encoder", ENCODER_FILE), ("decoder", DECODER_FILE)):
-        onnx.checker.check_model(str(out / file))
-        graph = onnx.load(str(out / file), load_external_data=False).graph
-        graphs[part] = {"file": file, "inputs": [i.name for i in graph.input], "outputs": [o.name for o in graph.output]}
-    meta = {"format": FORMAT, "family": name, "variant": variant_name(model), "size": [h, w],
-            "patch_size": model.patch_size, "config": json.loads(json.dumps(model.config.to_dict())),
-            **graphs, "opset": opset, "torch": torch.__version__, "skipclick": __version__,
-            "source": None if source is None else os.path.basename(os.fspath(source)),
-            "source_sha256": None if source is None else file_sha256(source)}
-    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    return meta
+
+
+def _export_emc(model: EMCClick, out: Path, opset: int) -> None:
+    h, w = EMC_TRACE_SIZE
+    refiner = model.refiner
+    refiner._correlation = correlation_as_product   # the instance's attribute shadows the method
+    try:
+        with torch.no_grad(), _quiet():
+            image = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+            # float64 clicks, as the evaluation's Clicker makes them (the family rounds them as given)
+            first = torch.tensor([[[h / 3, w / 3, 0], [-1, -1, -1]]], dtype=torch.float64)
+            points = torch.tensor([[[h / 3, w / 3, 0], [h / 2, w / 4, 2], [h / 4, w / 2, 1], [-1, -1, -1]]],
+                                  dtype=torch.float64)
+            torch.onnx.export(EMCEncoder(model).eval(), (image, first), str(out / ENCODER_FILE), dynamo=False,
+                              opset_version=opset, input_names=["image", "points"],
+                              output_names=["normalized", "feature", "coarse_logits"],
+                              dynamic_axes={"image": {2: "h", 3: "w"}, "points": {1: "points"}})
+            normalized, feature, coarse = EMCEncoder(model)(image, first)
+            torch.onnx.export(EMCDecoder(model).eval(), (normalized, feature, coarse, points), str(out / DECODER_FILE),
+                              dynamo=False, opset_version=opset,
+                              input_names=["normalized", "feature", "prev_logits", "points"],
+                              output_names=["logits", "logits_lr"],
+                              dynamic_axes={"normalized": {2: "h", 3: "w"}, "feature": {2: "h4", 3: "w4"},
+                                            "prev_logits": {2: "h4", 3: "w4"}, "points": {1: "points"}})
+    finally:
+        del refiner._correlation
 
 
 @contextlib.contextmanager
@@ -234,26 +316,34 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def check_export(model: SkipClick, folder: PathLike, clicks: int = 3, seed: int = 0) -> float:
-    """Max |logits difference| between PyTorch and onnxruntime on a random image, ``clicks``
-    random clicks (positives and negatives) and a random previous mask."""
+def check_export(model: nn.Module, folder: PathLike, clicks: int = 3, seed: int = 0) -> Tuple[float, float]:
+    """Max |logits difference| between PyTorch and onnxruntime, and max |logit| of PyTorch's, on a random image (SkipClick: at
+    the export size, EMC-Click: 384 x 576), ``clicks`` random clicks (positives and negatives)
+    and, for SkipClick, a random previous mask."""
     onnx_model = OnnxModel(folder)
-    h, w = onnx_model.size
+    h, w = onnx_model.size or (EMC_DEFAULT_SHORT_SIDE, EMC_DEFAULT_SHORT_SIDE * 3 // 2)
     rng = np.random.default_rng(seed)
     image = rng.random((1, 3, h, w), dtype=np.float32)
-    prev_mask = rng.random((1, 1, h, w), dtype=np.float32)
     num = max(1, (clicks + 1) // 2)
-    points = np.full((1, 2 * num, 3), -1.0, dtype=np.float32)
+    points = np.full((1, 2 * num, 3), -1.0)
     for i in range(clicks):
-        row = i // 2 if i % 2 == 0 else num + i // 2
-        points[0, row] = (rng.uniform(0, h - 1), rng.uniform(0, w - 1), i)
-    logits = onnx_model.decode(onnx_model.encode(image), points, prev_mask)
+        points[0, i // 2 if i % 2 == 0 else num + i // 2] = (rng.uniform(0, h - 1), rng.uniform(0, w - 1), i)
+    model = model.cpu().float().eval()
+    timage, tpoints = torch.from_numpy(image), torch.from_numpy(points)
     with torch.no_grad():
-        model = model.cpu().float().eval()
-        expected = model.decode(model.encode_image(torch.from_numpy(image)), torch.from_numpy(points),
-                                torch.from_numpy(prev_mask)).numpy()
-    return float(np.abs(expected.astype(np.float64) - logits).max())
+        if isinstance(model, EMCClick):
+            first = np.where(points[..., 2:] > 0, -1.0, points)   # the base network reads the first click alone
+            state = onnx_model.encode(image=image, points=first)
+            logits = onnx_model.decode(**state, prev_logits=state["coarse_logits"], points=points)["logits"]
+            expected = model.decode(model.encode_image(timage, torch.from_numpy(first)), tpoints)
+        else:
+            prev_mask = rng.random((1, 1, h, w), dtype=np.float32)
+            logits = onnx_model.decode(**onnx_model.encode(image=image), points=points.astype(np.float32),
+                                       prev_mask=prev_mask)["logits"]
+            expected = model.decode(model.encode_image(timage), tpoints.float(), torch.from_numpy(prev_mask))
+    expected = expected.numpy().astype(np.float64)
+    return float(np.abs(expected - logits).max()), float(np.abs(expected).max())
 
 
-__all__ = ["DEFAULT_OPSET", "UNSUPPORTED", "check_export", "export_model", "feature_tensors", "file_sha256",
+__all__ = ["DEFAULT_OPSET", "check_export", "export_model", "feature_tensors", "file_sha256",
            "variant_name", "with_feature_tensors"]
