@@ -43,19 +43,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import __version__
-from ..model.families import family_of
-from ..model.skipclick import ImageFeatures, SkipClick
-from ..model.skipclick.fast_decoder import FastHead, _conv, _from_nchw, _to_nchw, resize_matrix
 from ..model.emc import EMCClick
 from ..model.emc.corrector import _gather_rows
 from ..model.emc.model import EMCState
 from ..model.emc.predictor import EMC_DEFAULT_SHORT_SIDE, SIDE_MULTIPLE
+from ..model.families import family_of
+from ..model.skipclick import ImageFeatures, SkipClick
+from ..model.skipclick.fast_decoder import FastHead, _conv, _from_nchw, _to_nchw, resize_matrix
 from ..model.skipclick.fusion import token_grid
 from .engine import DECODER_FILE, ENCODER_FILE, FORMAT, META_FILE, OnnxModel
 
 DEFAULT_OPSET = 18
 FOLD_IMAGE_TERMS = ("offset", "offset_mean", "cross", "offset_ss")   # a FoldedNorm's image-dependent fields
-# EMC-Click: the network size the graphs are traced at (any size runs) and the predictor's short side.
+# EMC-Click: the network size its graphs are traced at (they run at any size).
 EMC_TRACE_SIZE = (384, 512)
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -223,8 +223,8 @@ def export_size(model: SkipClick, size: Optional[Sequence[int]]) -> Tuple[int, i
 def export_model(model: nn.Module, out: PathLike, size: Optional[Sequence[int]] = None,
                  opset: int = DEFAULT_OPSET, source: Optional[PathLike] = None,
                  short_side: Optional[int] = None) -> Dict:
-    """Write ``out/encoder.onnx``, ``out/decoder.onnx`` and ``out/meta.json`` for ``model`` (traced
-    in eval mode on the CPU in float32); returns the meta. ``size``: SkipClick's network input
+    """Write ``out/encoder.onnx``, ``out/decoder.onnx`` and ``out/meta.json`` for ``model`` (moved
+    to the CPU and traced in eval mode in float32); returns the meta. ``size``: SkipClick's network input
     (h, w). ``short_side``: EMC-Click's network short side (default 384, the authors'). ``source``:
     the checkpoint the model came from (its sha256 goes into the meta). Both graphs pass
     ``onnx.checker``."""
