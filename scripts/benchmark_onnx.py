@@ -98,9 +98,9 @@ def run(args: argparse.Namespace) -> Dict:
         load_before = os.getloadavg()
         with torch.inference_mode():
             timage = torch.from_numpy(image)
-            encoder = paired(lambda: model.encode_image(timage), lambda: onnx_model.encode(image),
+            encoder = paired(lambda: model.encode_image(timage), lambda: onnx_model.encode(image=image),
                              args.encode_repeats, 1)
-            features, onnx_features = model.encode_image(timage), onnx_model.encode(image)
+            features, onnx_features = model.encode_image(timage), onnx_model.encode(image=image)
             decoder = {"pytorch": [], "onnxruntime": [], "ratio": []}
             max_diff = 0.0
             for k, points in enumerate(click_points(args.clicks + args.warmup, args.size, rng)):
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> Dict:
                 t0 = time.perf_counter()
                 logits = model.decode(features, tpoints, tprev)
                 t1 = time.perf_counter()
-                onnx_logits = onnx_model.decode(onnx_features, points, prev)
+                onnx_logits = onnx_model.decode(**onnx_features, points=points, prev_mask=prev)["logits"]
                 t2 = time.perf_counter()
                 max_diff = max(max_diff, float(np.abs(logits.numpy() - onnx_logits).max()))
                 prev = torch.sigmoid(logits).numpy()   # the evaluation feeds back probabilities
