@@ -1,13 +1,14 @@
 """ONNX export (``isegm.onnx.export``, ``skipclick-export``) and the torch-free onnxruntime predictor
 (``isegm.onnx.engine``).
 
-The default run exports the ``tiny`` SkipClick variant (every weight random, so that no layer is
-the identity) once, through the command, and checks onnxruntime against PyTorch: logits for 1 and
-several clicks on one graph, the evaluation chain's probability maps over simulated clicks on a
-GrabCut image, states, the import without torch, and the errors. The ``slow`` ones export
-EMC-Click HRNet-18s (random weights; graphs of any size, checked against the family's torch
-protocol) and the reference models (``shared/reference/model``: DINOv2 and DINOv3 ViT-B with ``fill.py`` weights,
-and the authors' checkpoint format) and hold onnxruntime to PyTorch and to the authors' logits.
+Exports go through the command where they can (``skipclick-export --check``). Checked against
+PyTorch within 1e-4: the ``tiny`` SkipClick variant (every weight random, so that no layer is the
+identity; logits for 1 and several clicks on one graph, the evaluation chain's probability maps
+over simulated clicks on a GrabCut image, states, the import without torch, errors), EMC-Click
+HRNet-18s (random weights; graphs of any size, the family's torch protocol over simulated
+clicks), and the reference models (``shared/reference/model``: DINOv2 and DINOv3 ViT-B with
+``fill.py`` weights), which also match the authors' logits. ``slow``: the authors' checkpoint
+format through the command.
 """
 from __future__ import annotations
 
@@ -261,7 +262,6 @@ def test_engine_errors_name_the_folder_and_the_fix(exported, tmp_path):
 # EMC-Click: graphs of any size, the base network at an object's first click
 
 
-@pytest.mark.slow
 def test_emc_export_is_checked_and_takes_any_size(emc_exported, emc_model):
     folder, lines = emc_exported
     meta = read_meta(folder)
@@ -289,7 +289,6 @@ def test_emc_export_is_checked_and_takes_any_size(emc_exported, emc_model):
         prev, torch_prev = out["logits_lr"], ref.logits_lr
 
 
-@pytest.mark.slow
 def test_emc_predictor_equals_the_torch_protocol_on_simulated_clicks(emc_exported, emc_model):
     image, gt = _grabcut_instance()
     reference = get_predictor(emc_model, eval_mode=f"fixed{EMC_SHORT_SIDE}", with_flip=False)
@@ -347,10 +346,9 @@ def test_command_errors(capsys, tmp_path, tiny_checkpoint):
 
 
 # ---------------------------------------------------------------------------------------------
-# the reference models (slow: a ViT-B export takes about a minute on 2 cores)
+# the reference models (a ViT-B export and check take about 15 s on 2 idle cores)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ["skip", "dinov3_skip"])
 def test_reference_models_equal_pytorch_and_the_authors(name, filled_model, golden, tmp_path):
     """ViT-B DINOv2 / DINOv3 SkipClick with ``fill.py`` weights exported at 224: onnxruntime's
