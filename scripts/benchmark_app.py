@@ -31,7 +31,9 @@ from isegm.app import AnnotationApp, model_backend  # noqa: E402
 from isegm.app.server import serve_in_thread  # noqa: E402
 from isegm.data.scenes import ATHLETE_KINDS, render_scene  # noqa: E402
 from isegm.model import build_skipclick, load_checkpoint  # noqa: E402
-from isegm.utils.device import DTYPES, device_name, native_reduced_precision, select_device  # noqa: E402
+from isegm.cli.common import HelpFormatter  # noqa: E402
+from isegm.utils.device import (DTYPES, add_device_arguments, default_device, device_name,  # noqa: E402
+                                native_reduced_precision, select_device)
 
 
 def click_points(mask: np.ndarray, n: int, rng: np.random.Generator) -> List[tuple]:
@@ -77,20 +79,21 @@ def run(model: torch.nn.Module, dtype: str, args: argparse.Namespace, device: to
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--variant", default="skipclick", help="model variant with random weights")
-    p.add_argument("--checkpoint", help="time this checkpoint instead")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--dtype", nargs="+", default=["fp32"], choices=sorted(DTYPES))
+    p.add_argument("--checkpoint", help="time this checkpoint instead (default: random weights of --variant)")
+    add_device_arguments(p, compare=True)
     p.add_argument("--force", action="store_true", help="time bf16 on a CPU without hardware bf16 anyway")
     p.add_argument("--size", type=int, default=448, help="the app's model input side")
     p.add_argument("--max-side", type=int, default=1024, help="the app's working image side")
     p.add_argument("--clicks", type=int, default=10, help="timed clicks per dtype")
     p.add_argument("--warmup", type=int, default=2, help="untimed clicks first")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--timeout", type=float, default=600, help="seconds the page may take per step")
-    p.add_argument("--json", help="write the figures to this JSON file")
-    return p.parse_args(argv)
+    p.add_argument("--json", help="write the figures to this JSON file (default: none)")
+    args = p.parse_args(argv)
+    args.device = args.device or default_device()
+    return args
 
 
 def main(argv=None) -> List[Dict]:

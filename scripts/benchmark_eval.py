@@ -32,29 +32,30 @@ from isegm.inference.evaluation import DatasetResult, run_dataset  # noqa: E402
 from isegm.inference.metrics import compute_noc_metric, noc_thresholds  # noqa: E402
 from isegm.inference.predictor import get_predictor  # noqa: E402
 from isegm.model import build_skipclick, load_checkpoint  # noqa: E402
-from isegm.utils.config import load_config  # noqa: E402
-from isegm.utils.device import DTYPES, device_name, native_reduced_precision, select_device  # noqa: E402
+from isegm.utils.config import add_config_argument, config_source, load_config  # noqa: E402
+from isegm.cli.common import HelpFormatter  # noqa: E402
+from isegm.utils.device import (DTYPES, add_device_arguments, default_device, device_name,  # noqa: E402
+                                native_reduced_precision, select_device)
 
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", help="weights to evaluate (default: random weights of --variant)")
     p.add_argument("--variant", default="skipclick", help="model variant for random weights")
     p.add_argument("--datasets", default="GrabCut,DAVIS", help="comma-separated dataset names")
-    p.add_argument("--config-path", default=None, help="config.yml (default: the repository's)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N samples of each dataset")
+    add_config_argument(p)
+    p.add_argument("--limit", type=int, default=None, help="only the first N samples of each dataset (default: all)")
     p.add_argument("--eval-mode", default="cvpr", help="cvpr (each dataset's size), fixed<N> or fixed<H>,<W>")
-    p.add_argument("--n-clicks", type=int, default=20)
-    p.add_argument("--target-iou", type=float, default=0.95)
+    p.add_argument("--n-clicks", type=int, default=20, help="click limit per instance")
+    p.add_argument("--target-iou", type=float, default=0.95, help="early-stop IoU")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="instances in flight; the first is "
                    "the reference the others' clicks and IoUs are compared with")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--dtype", nargs="+", default=["fp32"], choices=sorted(DTYPES),
-                   help="fp32, or bf16 autocast (skipped on CPUs without hardware bf16)")
+    add_device_arguments(p, compare=True)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--json", help="write every figure to this JSON file")
+    p.add_argument("--json", help="write every figure to this JSON file (default: none)")
     args = p.parse_args(argv)
+    args.device = args.device or default_device()
     if min(args.batch_sizes) < 1:
         p.error("--batch-sizes must be at least 1")
     return args
@@ -116,7 +117,7 @@ def print_table(rows: List[Dict[str, Any]], meta: Dict[str, Any]) -> None:
 def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     args = parse_args(argv)
     device = select_device(args.device, args.threads)
-    config = load_config(args.config_path)
+    config = load_config(args.config)
     if args.checkpoint:
         model = load_checkpoint(args.checkpoint, device=device).eval()
     else:
@@ -124,7 +125,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
         model = build_skipclick(args.variant).eval().to(device)
     datasets = {}
     for name in args.datasets.split(","):
-        dataset = get_dataset(name, config, args.config_path)
+        dataset = get_dataset(name, config, config_source(args.config))
         datasets[name] = FirstSamples(dataset, args.limit) if args.limit is not None else dataset
     runs: List[Dict[str, Any]] = []
     for dtype_name in args.dtype:

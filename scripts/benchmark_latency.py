@@ -35,7 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from isegm.model import all_families, family_of, load_checkpoint  # noqa: E402
 from isegm.model.click_maps import encode_clicks  # noqa: E402
-from isegm.utils.device import DTYPES, device_name, native_reduced_precision, select_device  # noqa: E402
+from isegm.cli.common import HelpFormatter  # noqa: E402
+from isegm.utils.device import (DTYPES, add_device_arguments, default_device, device_name,  # noqa: E402
+                                native_reduced_precision, select_device)
 
 
 
@@ -321,32 +323,33 @@ def build_model(name: str) -> torch.nn.Module:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--variant", nargs="+", default=["skipclick"],
                    help="models to time: variants of any family (SkipClick's isegm.model.VARIANTS, EMC-Click's "
                         "isegm.model.EMC_CONFIGS)")
-    p.add_argument("--checkpoint", help="trained checkpoint (SkipClick or EMC-Click) to time instead of random weights")
+    p.add_argument("--checkpoint", help="trained checkpoint (SkipClick or EMC-Click) to time (default: random weights "
+                   "of --variant)")
     p.add_argument("--size", type=int, nargs="+", default=[448], help="SkipClick's square input sizes (448, 672, 896)")
     p.add_argument("--emc-size", type=image_size, nargs="+", default=[(384, 512)],
                    help="network inputs HxW, multiples of 4, of the families timed through the common calls "
                         "(EMC-Click; 384x512: a 480x640 photo at the authors' short side 384)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--dtype", nargs="+", default=["fp32"], choices=sorted(DTYPES),
-                   help="fp32, or autocast bf16 / fp16 (skipped on CPUs without hardware support: see --force)")
+    add_device_arguments(p, compare=True)
     p.add_argument("--force", action="store_true",
                    help="time bf16 / fp16 on a CPU without hardware support anyway (about 14x slower than fp32)")
     p.add_argument("--batch-size", type=int, default=1, help="click sets decoded at once against one image")
     p.add_argument("--clicks", type=int, default=30, help="timed clicks per size (after warm-up)")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--encode-repeats", type=int, default=5)
-    p.add_argument("--forward-repeats", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=3, help="untimed clicks first")
+    p.add_argument("--encode-repeats", type=int, default=5, help="timed image encodings per size")
+    p.add_argument("--forward-repeats", type=int, default=5, help="timed full forward passes per size")
     p.add_argument("--authors-repeats", type=int, default=10,
                    help="alternating (authors', ours) per-click pairs timed for the speedup")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-authors", dest="authors", action="store_false",
                    help="skip timing the authors' per-click computation")
-    p.add_argument("--json", help="write all figures to this JSON file")
-    return p.parse_args(argv)
+    p.add_argument("--json", help="write all figures to this JSON file (default: none)")
+    args = p.parse_args(argv)
+    args.device = args.device or default_device()
+    return args
 
 
 def main(argv=None) -> List[Dict]:

@@ -7,7 +7,7 @@ The number of simulated clicks cycles through 0, 1, 2, 3, the trainer's uniform 
 mean is the expected cost of a step. Random weights and inputs (speed does not depend on them).
 
     python scripts/benchmark_train.py --variant skipclick --size 448 --batch-size 2 --device cpu
-    python scripts/benchmark_train.py --variant skipclick --size 448 --batch-size 32 --device cuda --bf16
+    python scripts/benchmark_train.py --variant skipclick --size 448 --batch-size 32 --device cuda --dtype bf16
 """
 from __future__ import annotations
 
@@ -29,23 +29,29 @@ from isegm.engine.optimizer import get_optimizer  # noqa: E402
 from isegm.engine.trainer import ClickTraining  # noqa: E402
 from isegm.model import build_skipclick  # noqa: E402
 from isegm.engine.losses import NormalizedFocalLossSigmoid  # noqa: E402
-from isegm.utils.device import device_name, select_device  # noqa: E402
+from isegm.cli.common import HelpFormatter  # noqa: E402
+from isegm.utils.device import add_device_arguments, default_device, device_name, select_device  # noqa: E402
 
 MAX_CLICKS = 3
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variant", default="skipclick")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--variant", default="skipclick", help="model variant (random weights)")
     p.add_argument("--size", type=int, default=448, help="square crop side")
-    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=2, help="samples per step")
     p.add_argument("--steps", type=int, default=8, help="timed steps per setting (a multiple of 4 cycles 0-3 clicks)")
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--json", help="write the figures to this JSON file")
-    return p.parse_args(argv)
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--json", help="write the figures to this JSON file (default: none)")
+    add_device_arguments(p)
+    p.add_argument("--bf16", dest="dtype", action="store_const", const="bf16", help="alias of --dtype bf16")
+    args = p.parse_args(argv)
+    if args.dtype == "fp16":
+        p.error("--dtype fp16: training steps run in fp32 or bf16 (fp16 would need loss scaling)")
+    args.device = args.device or default_device()
+    args.bf16 = args.dtype == "bf16"
+    return args
 
 
 def batch(size: int, batch_size: int, device: torch.device) -> Dict[str, torch.Tensor]:

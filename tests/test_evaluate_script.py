@@ -1,9 +1,8 @@
-"""``scripts/evaluate_model.py`` end to end on real GrabCut images with a tiny SkipClick: the
-family's table and log, the JSON / CSV / plot outputs, ``--resume``, ``--skip-bad``,
-``--batch-size`` and torchrun shards."""
+"""``skipclick-evaluate`` (``isegm/cli/evaluate.py``; ``scripts/evaluate_model.py`` in a clone) end
+to end on real GrabCut images with a tiny SkipClick: the family's table and log, the JSON / CSV /
+plot outputs, ``--resume``, ``--skip-bad``, ``--batch-size``, ``--dtype`` and torchrun shards."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -22,9 +21,8 @@ FIRST = ["106024", "124080", "153077"]   # the first three GrabCut images in loa
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("evaluate_model", REPO / "scripts" / "evaluate_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    """The evaluation command's module (the script in ``scripts/`` only calls its ``main``)."""
+    from isegm.cli import evaluate as module
     return module
 
 
@@ -108,9 +106,28 @@ def test_corrupt_image_stops_with_its_name_or_is_skipped(setup, capsys):
     assert bad.name in capsys.readouterr().out
 
 
-def test_unknown_checkpoint_names_the_folder(setup):
-    with pytest.raises(FileNotFoundError, match="CHECKPOINTS_PATH"):
+def test_unknown_checkpoint_names_the_folder(setup, capsys):
+    with pytest.raises(SystemExit) as stop:
         evaluate(setup, "--checkpoint", "missing")
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and "CHECKPOINTS_PATH" in err and "Traceback" not in err
+
+
+def test_wrong_device_is_one_line_with_status_2(setup, capsys):
+    device = "cuda:99" if torch.cuda.is_available() else "cuda"
+    for flags, message in ((["--device", device], f"error: --device {device}:"),
+                           (["--cpu", "--device", device], "error: --cpu and --device")):
+        with pytest.raises(SystemExit) as stop:
+            load_script().main(["NoBRS", "--checkpoint", "tiny", "--datasets", "GrabCut", "--config",
+                                str(setup / "config.yml"), "--logs-path", str(setup / "dev"), *flags])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and err.startswith(message) and err.count("\n") == 1, err
+
+
+def test_full_sam_eval_is_gone():
+    """Its datasets (PPDLS, BBBC038, ...) have no loader here: the flag is refused, not half-run."""
+    with pytest.raises(SystemExit):
+        load_script().parse_args(["NoBRS", "--baseline", "grabcut", "--full-sam-eval"])
 
 
 def test_only_nobrs_is_accepted():
@@ -128,6 +145,28 @@ def same_numbers(a, b):
         [(i["sample_index"], i["ious"], i["clicks"]) for i in b["instances"]]
     assert (a["noc"], a["noc_std"], a["over_max"], a["miou_curve"]) == (b["noc"], b["noc_std"], b["over_max"],
                                                                        b["miou_curve"])
+
+
+def test_dtype_runs_the_model_under_autocast(setup, capsys, monkeypatch):
+    """--dtype bf16: every network call of the run is under bf16 autocast (and the CPU's lack of
+    bf16 units, if so, is said); the first click's IoUs stay near fp32's."""
+    module = load_script()
+    seen = []
+    real = module.run_dataset
+
+    def recording(*args, **kwargs):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "run_dataset", recording)
+    assert evaluate(setup, "--logs-path", str(setup / "fp32")) == 0
+    assert evaluate(setup, "--logs-path", str(setup / "bf16"), "--dtype", "bf16") == 0
+    assert seen == [(False, torch.get_autocast_dtype("cpu")), (True, torch.bfloat16)]
+    from isegm.utils.device import native_reduced_precision
+    if not native_reduced_precision(torch.device("cpu"), torch.bfloat16):
+        assert "note: bf16 on this CPU" in capsys.readouterr().err
+    first = [[i["ious"][0] for i in results_of(setup / name)["instances"]] for name in ("fp32", "bf16")]
+    assert np.allclose(first[0], first[1], atol=0.05), first
 
 
 def test_batch_size_gives_the_same_numbers(setup):

@@ -1,33 +1,20 @@
-"""``scripts/make_tables.py`` on hand-made results JSONs: the exact Markdown rows (values, plain
+"""``skipclick-tables`` (``isegm/cli/tables.py``; ``scripts/make_tables.py`` in a clone) on hand-made results JSONs: the exact Markdown rows (values, plain
 per-class averages, bold best with ties, "–" and a note for what a model lacks), booktabs LaTeX
 that holds together, labels and merging, per-table dataset lists, and clear errors for bad files."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
-from conftest import REPO
+from isegm.cli import tables as make_tables
 from isegm.data.datasets import WSESEG_CLASSES
 
 SHORT = ["Bobsleighs", "Curl. stones", "Helmets", "Kites", "Ski jump", "Curl. brooms", "Goggles", "Ski misc", "Slalom",
          "Snowboards"]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("make_tables", REPO / "scripts" / "make_tables.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module   # dataclasses look their module up while the script loads
-    spec.loader.exec_module(module)
-    return module
-
-
-make_tables = load_script()
 
 
 def run(noc85: float, noc90: float, noc95: Optional[float] = None, over95: int = 0, n_instances: int = 10,

@@ -1,5 +1,5 @@
-"""``python -m isegm.app --images DIR --out DIR [--checkpoint PATH] [--device cpu|cuda] [--port N]``
-(also ``skipclick-app``): annotate a folder of images in the browser.
+"""``skipclick-app --images DIR --out DIR [--checkpoint PATH] [--device cpu|cuda|cuda:N|mps] [--port N]``
+(also ``python -m isegm.app``): annotate a folder of images in the browser.
 
 Left click adds a positive click, right click a negative one; ``u`` undo, ``r`` reset the
 object, ``Enter`` finish it and start the next, ``s`` save, ``n`` / ``p`` next / previous image.
@@ -10,28 +10,27 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import List, Optional
 
+from ..cli.common import HelpFormatter, exit_error
 from ..inference.baselines import BASELINES
-from ..utils.device import DTYPES, select_device
+from ..utils.device import add_device_arguments, select_device
 from .backend import DEFAULT_MAX_SIDE, load_backend
 from .server import AnnotationApp, AppServer
 from .store import StoreError
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    prog = "python -m isegm.app" if sys.argv[0].endswith("__main__.py") else None
-    p = argparse.ArgumentParser(prog=prog, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    prog = "python -m isegm.app" if Path(sys.argv[0]).parts[-3:] == ("isegm", "app", "__main__.py") else "skipclick-app"
+    p = argparse.ArgumentParser(prog=prog, formatter_class=HelpFormatter,
                                 description="Annotate a folder of images in the browser: click-based segmentation "
                                             "with SkipClick or EMC-Click (or a model-free baseline), masks saved as "
                                             "PNGs and a COCO JSON.")
     p.add_argument("--images", required=True, help="folder of images to annotate (its files, not sub-folders)")
     p.add_argument("--out", required=True, help="folder for the masks and annotations.json (created if needed)")
-    p.add_argument("--checkpoint", help="SkipClick checkpoint (ours or the authors') or the authors' EMC-Click file; "
-                                         "none: a model-free baseline")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES),
-                   help="bf16: autocast (GPUs, and CPUs with AVX512-BF16 / AMX)")
+    p.add_argument("--checkpoint", help="SkipClick checkpoint (ours or the authors'), the authors' EMC-Click file or "
+                                         "a folder written by skipclick-export (default: none, a model-free baseline)")
     p.add_argument("--size", type=int, help="model input: SkipClick resizes the image to size x size (default 448), "
                                              "EMC-Click its short side to size (default 384)")
     p.add_argument("--flip", action="store_true", help="flip test-time augmentation (twice the per-click work)")
@@ -45,6 +44,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=8000, help="0: any free port")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--verbose", action="store_true", help="log every request")
+    add_device_arguments(p)
     return p.parse_args(argv)
 
 
@@ -57,7 +57,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         backend = load_backend(args.checkpoint, device, args.size, args.dtype, args.flip, args.baseline)
         app = AnnotationApp(args.images, args.out, backend, categories, args.max_side, args.cache)
     except (FileNotFoundError, ValueError, ImportError, StoreError) as err:
-        sys.exit(f"error: {err}")
+        exit_error(str(err))
     if backend.notice:
         logging.warning("note: %s", backend.notice)
     if backend.model_free and (args.dtype, args.size, args.flip) != ("fp32", None, False):
@@ -65,7 +65,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     try:
         server = AppServer(app, args.host, args.port)
     except OSError as err:
-        sys.exit(f"error: cannot listen on {args.host}:{args.port} ({err}); choose another --port")
+        exit_error(f"cannot listen on {args.host}:{args.port} ({err}); choose another --port")
     print(f"annotating {len(app.names)} images of {app.images_dir} with {backend.name}\n"
           f"output: {app.store.root}\nopen {server.url} (Ctrl-C stops)", flush=True)
     try:

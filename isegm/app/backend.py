@@ -17,6 +17,8 @@ click, under the image's lock.
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import threading
 import time
 import warnings
@@ -32,7 +34,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..inference.baselines import get_baseline
 from ..inference.clicker import Click, Clicker
-from ..inference.predictor import get_predictor
+from ..inference.interactive import interactive_predictor
 from ..model.families import family_of
 from ..utils.device import device_name, precision, select_dtype
 
@@ -84,24 +86,13 @@ class Backend:
 
 def model_backend(model: torch.nn.Module, device: torch.device, size: Optional[int] = None, dtype: str = "fp32",
                   flip: bool = False, name: Optional[str] = None) -> Backend:
-    """A model served through its evaluation predictor (``get_predictor``), on the whole
-    (working) image, flip TTA only with ``flip`` (it doubles the per-click work).
-
-    ``size``: the network input as the model family's ``fixed<size>`` eval mode reads it
-    (SkipClick: ``size`` x ``size``, its official ``--suppress-zoom`` setting; EMC-Click: the short
-    side); None: the family's ``cvpr`` size for a dataset without its own (SkipClick 448,
-    EMC-Click a short side of 384)."""
-    patch = getattr(model, "patch_size", 1)
-    if size is not None and (size <= 0 or size % patch):
-        nearest = max(patch, round(size / patch) * patch)
-        raise ValueError(f"--size {size} is not a positive multiple of the model's patch size {patch}; "
-                         f"use e.g. {nearest}")
+    """A model served through its interactive predictor (``interactive_predictor``: the family's
+    evaluation chain on the whole working image), flip TTA only with ``flip`` (it doubles the
+    per-click work). ``size``: see ``interactive_predictor``."""
     context, notice = precision(device, select_dtype(dtype))
 
-    eval_mode = "cvpr" if size is None else f"fixed{size}"
-
     def make_predictor() -> Predictor:
-        return get_predictor(model, eval_mode=eval_mode, suppress_zoom=True, with_flip=flip, device=device)
+        return interactive_predictor(model, size, flip, device=device)
 
     make_predictor()   # fail now on a size or model the family's predictor refuses
     family = family_of(model)
@@ -109,6 +100,14 @@ def model_backend(model: torch.nn.Module, device: torch.device, size: Optional[i
     return Backend(f"{label}, {'default size' if size is None else f'{size} px'}, {dtype}"
                    f"{', flip TTA' if flip else ''}, {device.type} "
                    f"({device_name(device)})", make_predictor, precision=context, notice=notice)
+
+
+def onnx_backend(folder: str) -> Backend:
+    """A folder written by ``skipclick-export``, run by onnxruntime on the CPU."""
+    from ..onnx.engine import OnnxClickPredictor, OnnxModel
+    model = OnnxModel(folder)
+    make_predictor = functools.partial(OnnxClickPredictor, model)
+    return Backend(make_predictor().description, make_predictor)
 
 
 def baseline_backend(name: str = "grabcut") -> Backend:
@@ -260,14 +259,18 @@ def mask_state(entry: PreparedImage, mask: np.ndarray) -> Dict[str, Any]:
     return state
 
 
-
 def load_backend(checkpoint: Optional[str], device: torch.device, size: Optional[int] = None, dtype: str = "fp32",
                  flip: bool = False, baseline: str = "grabcut") -> Backend:
     """The backend of the command line: any checkpoint ``isegm.model.load_checkpoint`` reads
     (SkipClick: ours, the authors' release or a backbone file; the authors' EMC-Click files), or
-    without one the model-free ``baseline``."""
+    without one the model-free ``baseline``; a folder is an ONNX export (``onnx_backend``)."""
     if checkpoint is None:
         return baseline_backend(baseline)
+    if os.path.isdir(checkpoint):
+        if (size, dtype, flip) != (None, "fp32", False):
+            raise ValueError(f"{checkpoint!r} is an ONNX export: it runs in fp32 at the size it was exported with, "
+                             "without flip; drop --size, --dtype and --flip (or pass the checkpoint file)")
+        return onnx_backend(checkpoint)
     from ..model import load_checkpoint
     model = load_checkpoint(checkpoint, device=device)
     return model_backend(model, device, size, dtype, flip, name=f"{family_of(model).name} {Path(checkpoint).name}")

@@ -21,9 +21,9 @@ import torch
 from torch import Tensor
 
 from ..data.points_sampler import click_count_probs
+from ..inference.metrics import PRED_THRESHOLD
 from ..utils.masks import padded_distance
 
-PRED_THRESHOLD = 0.49
 POLARITIES = ("larger", "proportional")
 
 

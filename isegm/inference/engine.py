@@ -151,6 +151,17 @@ class PredictionProtocol(ABC, Generic[Work, State]):
         """Run the once-per-image work now, so that the first click costs only the per-click
         path (the annotation app calls it when an image is opened). Nothing by default."""
 
+    def mask_input(self, work: Work, state: State) -> Tensor:
+        """The object's current mask as logits ``[1, h, w]`` at the network's resolution: what the
+        Python API returns beside the mask, for SAM's ``mask_input``."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose an object's mask as logits")
+
+    def state_from_mask(self, work: Work, logits: Tensor) -> State:
+        """The state of an object whose previous mask is ``logits`` ``[1, h, w]`` from elsewhere (a
+        saved mask, another tool). A family whose state is more than a mask refuses it."""
+        raise ValueError(f"{type(self).__name__} continues an object only from its own state: pass back as "
+                         "mask_input the logits that predict returned for this image, or start without it")
+
     @abstractmethod
     def snapshot(self, work: Work, state: State) -> Dict[str, Any]:
         """The object's state as ``get_states`` returns it (a snapshot: never changed later)."""
@@ -227,6 +238,25 @@ class ClickPredictor:
         """Restore a state of ``get_states`` of this image."""
         self._require_image("set_states")
         self._state = self.protocol.restore(self._work, states)
+
+    def get_mask_input(self) -> np.ndarray:
+        """The object's current mask as logits ``(1, h, w)`` float32 at the network's resolution
+        (``PredictionProtocol.mask_input``)."""
+        self._require_image("get_mask_input")
+        with torch.no_grad():
+            return self.protocol.mask_input(self._work, self._state).float().cpu().numpy()
+
+    def set_mask_input(self, logits: np.ndarray) -> None:
+        """Continue the object from a mask given as logits ``(1, h, w)`` or ``(h, w)``
+        (``PredictionProtocol.state_from_mask``)."""
+        self._require_image("set_mask_input")
+        logits = torch.as_tensor(np.asarray(logits, dtype=np.float32), device=self.protocol.device)
+        if logits.dim() == 2:
+            logits = logits[None]
+        if logits.dim() != 3 or logits.shape[0] != 1:
+            raise ValueError(f"mask_input must be (1, h, w) or (h, w) logits, got shape {tuple(logits.shape)}")
+        with torch.no_grad():
+            self._state = self.protocol.state_from_mask(self._work, logits)
 
     def spawn(self) -> "ClickPredictor":
         """A predictor with this one's network and settings and a state of its own: one per

@@ -22,9 +22,7 @@ import torch
 
 from ..data.datasets import DatasetError
 from .clicker import Click, Clicker
-from .metrics import get_iou
-
-PRED_THRESHOLD = 0.49
+from .metrics import PRED_THRESHOLD, get_iou
 
 # callback(image, gt_mask, probs, sample_id, click_index, clicks) after every prediction.
 Callback = Callable[[np.ndarray, np.ndarray, np.ndarray, Optional[int], int, List[Click]], None]

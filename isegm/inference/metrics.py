@@ -9,6 +9,10 @@ import numpy as np
 
 from .clicker import IGNORE_LABEL
 
+# A pixel belongs to the predicted mask when its probability is above this (the family's evaluation,
+# training's click simulation and the Python API alike).
+PRED_THRESHOLD = 0.49
+
 # The table's NoC columns; thresholds above the target IoU are not computed ("?").
 TABLE_THRESHOLDS = (0.80, 0.85, 0.90, 0.95)
 

@@ -42,6 +42,8 @@ RITM_DEFAULT_CVPR_SIZE = 400
 # "simpleclick" and "skipclick" share the protocol (the original's --eval-fvit only skips a
 # positional-embedding interpolation outside the predictor).
 MODEL_KINDS = ("skipclick", "simpleclick", "ritm")
+# Probabilities are clamped to [eps, 1 - eps] before a logit, so that an empty map gives finite logits.
+PROB_EPS = 1e-6
 
 # A late-fusion model (encode_image / decode) or the family's forward net(x, points).
 Network = Union[torch.nn.Module, Callable[[Tensor, Tensor], Union[Tensor, Dict[str, Tensor]]]]
@@ -125,6 +127,24 @@ class RITMChain(PredictionProtocol[ChainImage, Tensor]):
         has nothing to precompute."""
         if self.late_fusion:
             self._network_image(work, work.zoom_in.update([]) if work.zoom_in is not None else None)
+
+    def mask_input(self, work: ChainImage, state: Tensor) -> Tensor:
+        """The previous probability map at the network size of the whole image, as logits."""
+        size = self._whole_image_size(work)
+        prob = state if tuple(state.shape[-2:]) == size else resize(state, size)
+        return torch.logit(prob[0].float().clamp(PROB_EPS, 1 - PROB_EPS))
+
+    def state_from_mask(self, work: ChainImage, logits: Tensor) -> Tensor:
+        """Any logits map ``[1, h, w]`` becomes the previous probability map of the image's size
+        (the mask channel the next click reads, as after a prediction)."""
+        return torch.sigmoid(resize(logits[None].float(), tuple(work.image.shape[-2:])))
+
+    def _whole_image_size(self, work: ChainImage) -> Tuple[int, int]:
+        """(h, w) of the network input when the crop is the whole image."""
+        height, width = work.image.shape[-2:]
+        if work.zoom_in is None:
+            return height, width
+        return tuple(work.zoom_in.net_size((0, height - 1, 0, width - 1)))
 
     def snapshot(self, work: ChainImage, state: Tensor) -> Dict[str, Any]:
         """The previous probability map ``[1, 1, H, W]`` and the zoom-in crop."""

@@ -89,15 +89,18 @@ def precision(device: torch.device, dtype: torch.dtype) -> Tuple[Callable[[], Co
 
 
 def add_device_arguments(parser: argparse.ArgumentParser, legacy: bool = False,
-                         dtype_default: Optional[str] = "fp32") -> None:
+                         dtype_default: Optional[str] = "fp32", compare: bool = False) -> None:
     """``--device`` and ``--dtype`` (and, with ``legacy``, the family's ``--gpus`` / ``--cpu`` as
-    their aliases). Read them back with ``device_from_args``."""
+    their aliases). With ``compare`` (benchmarks), ``--dtype`` takes several precisions, timed in
+    turn. Read them back with ``device_from_args``."""
     group = parser.add_argument_group("device and precision")
     group.add_argument("--device", default=None,
                        help="cpu, cuda, cuda:N or mps (default: cuda when available, else cpu)")
-    group.add_argument("--dtype", default=dtype_default, choices=sorted(DTYPES),
-                       help="precision of the model's computations; bf16 / fp16 run under autocast and are fast "
-                            "only on GPUs and CPUs with AVX512-BF16 / AMX (default: %(default)s)")
+    several = " (several: each in turn)" if compare else ""
+    group.add_argument("--dtype", default=[dtype_default] if compare else dtype_default, choices=sorted(DTYPES),
+                       nargs="+" if compare else None,
+                       help=f"precision of the model's computations{several}; bf16 / fp16 run under autocast and "
+                            f"are fast only on GPUs and CPUs with AVX512-BF16 / AMX (default: {dtype_default})")
     if legacy:
         group.add_argument("--gpus", default=None, metavar="N",
                            help="alias of --device cuda:N (the first id of a list is used)")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from typing import Any, List, NamedTuple
 
-import torch
 import torch.distributed as dist
 
 
@@ -49,14 +48,6 @@ def all_gather_object(obj: Any) -> List[Any]:
     gathered: List[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, obj)
     return gathered
-
-
-def device_for(process: Process, cpu: bool, gpu: int = 0) -> torch.device:
-    """The device of this process: its local GPU under torchrun (``gpu`` in a single process),
-    the CPU when ``cpu`` is set or CUDA is absent."""
-    if cpu or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", process.local_rank if process.world_size > 1 else gpu)
 
 
 def shutdown() -> None:

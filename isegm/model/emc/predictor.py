@@ -114,6 +114,15 @@ class EMCProtocol(PredictionProtocol[EMCImage, Optional[EMCState]]):
     def new_object(self, work: EMCImage) -> Optional[EMCState]:
         return None
 
+    def mask_input(self, work: EMCImage, state: Optional[EMCState]) -> Tensor:
+        """The refined 1/4-resolution logits fed back at the next click (of the unflipped copy);
+        zeros before the first click. A mask from elsewhere cannot start an object: the base
+        network needs the first click (``state_from_mask`` refuses it)."""
+        if state is None:
+            height, width = work.net_size
+            return torch.zeros(1, height // SIDE_MULTIPLE, width // SIDE_MULTIPLE, device=self.device)
+        return state.prev_logits_lr[0]
+
     def snapshot(self, work: EMCImage, state: Optional[EMCState]) -> Dict[str, Any]:
         """``{'emc_state': EMCState or None}`` (None before the first click). There is no
         previous-mask map in it (the authors' predictor never reads one): an object started from a

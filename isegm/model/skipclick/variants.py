@@ -53,17 +53,26 @@ def variant_config(variant: str, **overrides) -> SkipClickConfig:
     return SkipClickConfig(**{**VARIANTS[name], **overrides})
 
 
-def missing_weights_message(path: PathLike, what: str, source: str) -> str:
-    """One sentence naming the missing file, what it is, and where a user gets it."""
-    return (f"{what} not found at {os.fspath(path)!r}. Download it from {source} and point to it "
-            "(config.yml or the --backbone-weights / --checkpoint flag). Nothing is downloaded at run time.")
+def backbone_config_key(backbone: str) -> str:
+    """The config.yml key naming a backbone's release file: ``DINOV2_WEIGHTS`` for every
+    ``dinov2_*`` backbone, ``DINOV3_WEIGHTS`` for ``dinov3_vitb16``."""
+    return f"{backbone.split('_')[0].upper()}_WEIGHTS"
+
+
+def missing_weights_message(path: PathLike, what: str, source: str, config_key: str) -> str:
+    """One sentence naming the missing file, what it is, where a user gets it and the config key
+    that points to it."""
+    return (f"{what} not found at {os.fspath(path)!r}. Download it from {source} and set its path as "
+            f"{config_key} in config.yml (or the environment variable SKIPCLICK_{config_key}). "
+            "Nothing is downloaded at run time.")
 
 
 def _require_backbone_file(backbone: str, path: PathLike) -> None:
     spec = BACKBONES[backbone]
     if not os.path.isfile(path):
         raise FileNotFoundError(missing_weights_message(
-            path, f"{backbone} backbone weights ({spec.weights_file})", spec.weights_source))
+            path, f"{backbone} backbone weights ({spec.weights_file})", spec.weights_source,
+            backbone_config_key(backbone)))
 
 
 def load_backbone_weights(model: SkipClick, path: PathLike) -> None:
@@ -109,5 +118,5 @@ def model_from_settings(variant: str, cfg: Mapping[str, Any]) -> SkipClick:
         model = build_skipclick(variant, **overrides)
         model.load_state_dict(load_checkpoint(cfg["weights"]).state_dict())
         return model
-    family = variant_config(variant).backbone.split("_")[0]
-    return build_skipclick(variant, backbone_weights=cfg.get(f"{family.upper()}_WEIGHTS"), **overrides)
+    key = backbone_config_key(variant_config(variant).backbone)
+    return build_skipclick(variant, backbone_weights=cfg.get(key), **overrides)

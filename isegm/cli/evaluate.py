@@ -1,0 +1,429 @@
+"""NoC evaluation with the RITM / SimpleClick / SkipClick command line (``skipclick-evaluate``,
+or ``python scripts/evaluate_model.py`` in a clone).
+
+The authors' documented command works unchanged (paths come from the config, see ``--config``)::
+
+    skipclick-evaluate NoBRS --checkpoint=skipclick_dinov2.pth --eval-mode=cvpr \
+        --datasets=GrabCut,Berkeley,DAVIS,SBD,HQSeg --eval-fvit --suppress-zoom
+
+Model-free baselines run through the same loop: ``--baseline grabcut`` or ``random_walker``.
+Besides the family's table and log file, each run writes ``results_<eval_mode>_<mode>_<n>.json``
+/ ``.csv`` (every metric, per-instance IoUs and clicks), per-instance records as they are made
+(``instances/*.jsonl``, continued by ``--resume``) and a mIoU-versus-clicks plot; a WSESeg run
+also writes the per-class NoC radar chart.
+
+Faster, with the same numbers: ``--batch-size 16`` clicks on 16 instances at once (one network
+call per click for all), and torchrun shards the images over processes (one per GPU)::
+
+    torchrun --nproc-per-node=8 --no-python skipclick-evaluate NoBRS --checkpoint=... --batch-size 16
+
+Robustness to how people click: ``--clicker rclicks`` runs the RClicks benchmark protocol
+(``isegm/inference/rclicks.py``): the baseline clicker and ten clicking groups G1..G10 that draw
+click locations from a clickability map (``--clickability dt``, ``uniform``, a folder of maps or
+a plug-in ``module:function``), and writes ``rclicks_<clickability>_<eval_mode>_<mode>_<n>.json``
+/ ``.md`` (Sample NoC@90 +- std, dSB, dGR per dataset, in RClicks' table layout) and a plot of
+NoC per group::
+
+    skipclick-evaluate NoBRS --baseline grabcut --datasets GrabCut --clicker rclicks \
+        --clickability dt --groups 10 --seeds 1
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import pickle
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Tuple
+
+import cv2
+import torch
+
+from ..data import DATASET_NAMES, DatasetError, FirstSamples, get_dataset
+from ..data.datasets import WSESEG_CLASSES
+from ..inference.evaluation import (PRED_THRESHOLD, ClickerFactory, DatasetResult, baseline_clicker, merge_results,
+                                    run_dataset)
+from ..inference.metrics import results_row
+from ..inference.plots import plot_miou_curves, plot_noc_per_group, plot_radar
+from ..inference.predictor import get_predictor
+from ..inference.rclicks import (DEFAULT_GROUPS, RCLICKS_IOU_THR, ProtocolRun, benchmark_table, clickability_tag,
+                                 details_table, evaluate_rclicks, load_clickability, protocol_name, protocol_runs,
+                                 robustness_metrics)
+from ..inference.report import InstanceLog, append_log, dataset_metrics, write_results
+from ..utils.config import add_config_argument, config_source, load_config
+from ..utils.device import add_device_arguments, device_from_args, precision, select_dtype
+from ..utils.distributed import Process, all_gather_object, barrier, init_from_env, shutdown
+from ..utils.vis import draw_prediction
+from .common import HelpFormatter, exit_error, process_device
+
+MODES = ["NoBRS", "RGB-BRS", "DistMap-BRS", "f-BRS-A", "f-BRS-B", "f-BRS-C"]
+# The original's default also lists BraTS and OAIZIB (medical sets without a loader here).
+DEFAULT_DATASETS = "GrabCut,Berkeley,DAVIS,SBD,HQSeg"
+BASELINE_NAMES = ("grabcut", "random_walker")
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="skipclick-evaluate", description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("mode", choices=MODES, help="the family's refinement mode; only NoBRS is implemented "
+                        "(SkipClick, EMC-Click and the baselines use no backpropagating refinement)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", default="", help="checkpoint file: absolute, relative to the current "
+                        "folder, or a name under CHECKPOINTS_PATH (the .pth extension can be omitted)")
+    source.add_argument("--exp-path", default="", help="experiment under EXPS_PATH; evaluates its "
+                        "checkpoints/*.pth ('exp:prefix' picks those starting with prefix)")
+    source.add_argument("--baseline", choices=BASELINE_NAMES, help="a model-free baseline instead of a model "
+                        "(runs on the CPU)")
+    parser.add_argument("--datasets", default=DEFAULT_DATASETS, help=f"comma-separated dataset names, of "
+                        f"{', '.join(n for n in DATASET_NAMES if not n.startswith('WSESeg_'))}, WSESeg_<class>")
+    parser.add_argument("--wseseg-eval", action="store_true", help="the ten WSESeg classes, one dataset each "
+                        "(replaces --datasets)")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--target-iou", type=float, default=0.95, help="early-stop IoU (at least 0.8)")
+    target.add_argument("--iou-analysis", action="store_true", help="no early stop; plot mIoU per click")
+    parser.add_argument("--n-clicks", type=int, default=20, help="click limit per instance")
+    parser.add_argument("--min-n-clicks", type=int, default=1, help="clicks made before the early stop may apply")
+    parser.add_argument("--thresh", type=float, default=PRED_THRESHOLD, help="mask = probability > thresh")
+    parser.add_argument("--clicks-limit", type=int, default=None, help="the network sees only the first N clicks "
+                        "(default: all)")
+    parser.add_argument("--eval-mode", default="cvpr", help="cvpr (each dataset's size), fixed<N> or "
+                        "fixed<H>,<W>")
+    parser.add_argument("--eval-ritm", action="store_true", help="RITM zoom-in settings")
+    parser.add_argument("--suppress-zoom", action="store_true", help="never crop (SkipClick's official setting)")
+    parser.add_argument("--eval-fvit", action="store_true",
+                        help="accepted for compatibility: our models resize their position tables themselves")
+    parser.add_argument("--eval-cmx", action="store_true", help="accepted for compatibility; no effect")
+    parser.add_argument("--save-ious", action="store_true", help="also pickle the IoU arrays (family format)")
+    parser.add_argument("--print-ious", action="store_true", help="append mIoU@1..20 to each table row")
+    parser.add_argument("--vis-preds", action="store_true", help="save an image per click: mask, clicks, probabilities")
+    parser.add_argument("--model-name", default=None, help="name in the table and plots (default: the checkpoint's "
+                        "file name or the baseline's)")
+    add_config_argument(parser)
+    parser.add_argument("--logs-path", default="", help="output folder (default: EXPS_PATH/evaluation_logs)")
+    parser.add_argument("--skip-bad", action="store_true", help="skip unreadable samples and list them in the report")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its instance records")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N samples of each dataset "
+                        "(default: all)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--batch-size", type=int, default=1, help="instances clicked on at once, one network call "
+                        "per click for all of them (same results; pays off on GPUs). Under torchrun each process "
+                        "evaluates every n-th image")
+    add_device_arguments(parser, legacy=True)
+    rclicks = parser.add_argument_group("robustness to how people click (the RClicks benchmark protocol)")
+    rclicks.add_argument("--clicker", choices=("baseline", "rclicks"), default="baseline",
+                         help="baseline: the protocol's clicker (centre of the largest error); rclicks: the baseline "
+                         "run plus --groups clicking groups drawing click locations from a clickability map")
+    rclicks.add_argument("--clickability", default="dt", help="dt (distance transform of the error, normalised), "
+                         "uniform (the error mask), a folder of maps (<sample index>_<object id>.npy or .png, in "
+                         "<folder>/<dataset>/ or <folder>/), or a plug-in module:function / file.py:function, "
+                         "a callable (image, gt_mask, error_mask) -> map")
+    rclicks.add_argument("--groups", type=int, default=DEFAULT_GROUPS,
+                         help="clicking groups, equal slices of probability mass (G1: the least likely locations)")
+    rclicks.add_argument("--seeds", type=int, default=1, help="trajectories per instance and group")
+    args = parser.parse_args(argv)
+    if args.clicker == "rclicks":
+        if args.groups < 2 or args.seeds < 1:
+            parser.error(f"--groups must be at least 2 and --seeds at least 1, got {args.groups} and {args.seeds}")
+        if args.save_ious:
+            parser.error("--save-ious applies to --clicker baseline; the RClicks protocol writes its own JSON")
+        try:
+            load_clickability(args.clickability)
+        except (ValueError, OSError, ImportError) as err:
+            parser.error(f"--clickability: {err}")
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.baseline and args.batch_size > 1:
+        parser.error("--batch-size applies to models; the baselines evaluate one instance at a time")
+    if args.mode != "NoBRS":
+        parser.error(f"mode {args.mode} (backpropagating refinement) is not implemented; use NoBRS")
+    if args.wseseg_eval:
+        args.datasets = ",".join(f"WSESeg_{name}" for name in WSESEG_CLASSES)
+    if (args.iou_analysis or args.print_ious) and args.min_n_clicks <= 1:
+        args.target_iou = 1.01
+    else:
+        args.target_iou = max(0.8, args.target_iou)
+    if args.clicker == "rclicks" and args.target_iou < RCLICKS_IOU_THR:
+        parser.error(f"--target-iou {args.target_iou:g} stops before the protocol's NoC@{RCLICKS_IOU_THR * 100:.0f} "
+                     f"is reached; use at least {RCLICKS_IOU_THR}")
+    return args
+
+
+def find_checkpoint(folder: Path, name: str) -> Path:
+    """The checkpoint ``name``: an existing path, else a file under ``folder`` (``.pth`` optional)."""
+    if Path(name).is_file():
+        return Path(name)
+    if (folder / name).is_file():
+        return folder / name
+    candidates = sorted(folder.rglob(f"{Path(name).stem}*.pth")) if folder.is_dir() else []
+    if len(candidates) != 1:
+        found = f"found {', '.join(map(str, candidates))}" if candidates else "found none"
+        raise FileNotFoundError(f"checkpoint {name!r}: not a file, and not exactly one '{Path(name).stem}*.pth' "
+                                f"under CHECKPOINTS_PATH={str(folder)!r} ({found}); pass a path or set "
+                                "CHECKPOINTS_PATH in the config")
+    return candidates[0]
+
+
+def config_path(config: Dict[str, Any], key: str) -> Path:
+    """A folder from the config, or an error saying which key to set."""
+    if not config.get(key):
+        raise ValueError(f"config key {key} is not set: add '{key}: <folder>' to the config file (--config) "
+                         f"or set SKIPCLICK_{key}")
+    return Path(config[key])
+
+
+def checkpoints_and_logs(args: argparse.Namespace, config: Dict[str, Any]) -> Tuple[List[Optional[Path]], Path, str]:
+    """What to evaluate, the logs folder and the log-name prefix, as the original names them."""
+    logs_root = Path(args.logs_path) if args.logs_path else config_path(config, "EXPS_PATH") / "evaluation_logs"
+    if args.baseline:
+        return [None], logs_root / "others" / args.baseline, ""
+    if args.exp_path:
+        exp, _, prefix = args.exp_path.partition(":")
+        exp_dir = config_path(config, "EXPS_PATH") / exp
+        checkpoints = sorted((exp_dir / "checkpoints").glob(prefix + "*.pth"), reverse=True)
+        if not checkpoints:
+            raise FileNotFoundError(f"no checkpoints matching {str(exp_dir / 'checkpoints' / (prefix + '*.pth'))!r}")
+        logs_prefix = (checkpoints[0].stem if len(checkpoints) == 1 else f"all_{prefix}") if prefix \
+            else "all_checkpoints"
+        return checkpoints, logs_root / exp, logs_prefix
+    checkpoint = find_checkpoint(Path(config.get("CHECKPOINTS_PATH") or "."), args.checkpoint)
+    return [checkpoint], logs_root / "others" / checkpoint.stem, ""
+
+
+@functools.lru_cache(maxsize=1)
+def load_model(checkpoint: Path, device: torch.device) -> torch.nn.Module:
+    """The model of a checkpoint, kept while consecutive datasets use it."""
+    from ..model import load_checkpoint
+    return load_checkpoint(checkpoint, device=device).eval()
+
+
+def make_predictor(args: argparse.Namespace, checkpoint: Optional[Path], dataset_name: str,
+                   device: torch.device) -> Any:
+    """The baseline, or the checkpoint's model behind the authors' predictor chain for this dataset."""
+    if checkpoint is None:
+        from ..inference.baselines import get_baseline
+        return get_baseline(args.baseline)
+    model = load_model(checkpoint, device)
+    return get_predictor(model, args.eval_mode, dataset_name, "ritm" if args.eval_ritm else "skipclick",
+                         suppress_zoom=args.suppress_zoom, clicks_limit=args.clicks_limit, device=device)
+
+
+def vis_callback(folder: Path, threshold: float) -> Callable:
+    """Save, per click, the mask and clicks over the image beside the probability map."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def callback(image, gt_mask, probs, sample_id, click_index, clicks):
+        picture = draw_prediction(image, probs, [(*c.coords, c.is_positive) for c in clicks], threshold)
+        cv2.imwrite(str(folder / f"{sample_id:05d}_{click_index + 1:02d}.jpg"), picture[:, :, ::-1])
+
+    return callback
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the command; 0 on success, 1 when a run stopped on an unreadable sample. A wrong
+    setting (missing file, config key, device) stops it with a one-line error and status 2."""
+    args = parse_args(argv)
+    process = init_from_env()
+    try:
+        return evaluate(args, process)
+    except (FileNotFoundError, ValueError) as err:
+        exit_error(str(err))
+    finally:
+        shutdown()
+
+
+def device_and_precision(args: argparse.Namespace, process: Process
+                         ) -> Tuple[torch.device, Callable[[], ContextManager]]:
+    """This process's device and the context the predictor runs in (autocast for bf16 / fp16).
+    The baselines compute on the CPU in numpy: device flags do not apply to them."""
+    if args.baseline:
+        if process.is_main and (args.device not in (None, "cpu") or args.gpus or args.dtype != "fp32"):
+            print(f"note: --device, --gpus and --dtype apply to models; the {args.baseline} baseline runs on the CPU",
+                  file=sys.stderr)
+        return torch.device("cpu"), contextlib.nullcontext
+    device = process_device(device_from_args(args), process)
+    context, notice = precision(device, select_dtype(args.dtype))
+    if notice and process.is_main:
+        print(f"note: {notice}", file=sys.stderr)
+    return device, context
+
+
+class RunFailed(Exception):
+    """A dataset run stopped on an unreadable sample; ``folder`` holds the records made so far."""
+
+    def __init__(self, message: str, folder: Path) -> None:
+        super().__init__(message)
+        self.folder = folder
+
+
+def run_with_records(args: argparse.Namespace, process: Process, dataset: Any, predictor: Any, records: InstanceLog,
+                     callback: Optional[Callable], clicker_factory: ClickerFactory = baseline_clicker
+                     ) -> Optional[DatasetResult]:
+    """One run over a dataset: instance records started fresh (or kept with ``--resume``), this
+    process's shard evaluated, the shards gathered. Rank 0 gets the merged result, the others
+    None; an unreadable sample on any rank raises ``RunFailed`` on every rank."""
+    if not args.resume and process.is_main:
+        records.remove_all()
+    barrier()
+    done = records.start(keep=args.resume)
+    shard, error = None, None
+    try:
+        shard = run_dataset(dataset, predictor, skip_bad=args.skip_bad, done=done, on_instance=records.append,
+                            progress=not args.no_progress and process.is_main, batch_size=args.batch_size,
+                            shard=(process.rank, process.world_size), max_iou_thr=args.target_iou,
+                            pred_thr=args.thresh, min_clicks=args.min_n_clicks, max_clicks=args.n_clicks,
+                            callback=callback, clicker_factory=clicker_factory)
+    except DatasetError as err:
+        error = str(err)
+    gathered = all_gather_object((shard, error))
+    errors = [e for _, e in gathered if e is not None]
+    if errors:
+        raise RunFailed(errors[0], records.base.parent)
+    return merge_results([r for r, _ in gathered]) if process.is_main else None
+
+
+def evaluate(args: argparse.Namespace, process: Process) -> int:
+    """Every dataset x checkpoint; under torchrun each process takes its shard of the images and
+    rank 0 merges the shards and writes the outputs."""
+    try:
+        return _evaluate(args, process)
+    except RunFailed as err:
+        if process.is_main:
+            print(f"error: {err}\nThe instances evaluated so far are in {err.folder}. Fix or remove the file and "
+                  "rerun with --resume, or rerun with --skip-bad to skip such samples.", file=sys.stderr)
+        return 1
+
+
+def _evaluate(args: argparse.Namespace, process: Process) -> int:
+    config = load_config(args.config)
+    device, context = device_and_precision(args, process)
+    checkpoints, logs_path, logs_prefix = checkpoints_and_logs(args, config)
+    single = len(checkpoints) == 1
+    run_name = f"{args.eval_mode}_{args.mode}_{args.n_clicks}"
+    print_header = single
+    all_metrics: Dict[str, Dict[str, Any]] = {}
+    for dataset_name in args.datasets.split(","):
+        dataset = get_dataset(dataset_name, config, config_source(args.config))
+        if args.limit is not None:
+            dataset = FirstSamples(dataset, args.limit)
+        for checkpoint in checkpoints:
+            model_name = args.model_name or (args.baseline if checkpoint is None else checkpoint.stem)
+            predictor = make_predictor(args, checkpoint, dataset_name, device)
+            name_prefix = logs_prefix + "_" + ("" if single else f"{dataset_name}_") if logs_prefix else ""
+            key = dataset_name if single else f"{dataset_name}:{checkpoint.stem}"
+            if args.clicker == "rclicks":
+                with context():
+                    metrics = evaluate_rclicks_dataset(args, process, dataset, dataset_name, predictor, logs_path,
+                                                       f"{name_prefix}{dataset_name}_{run_name}")
+                if process.is_main:
+                    all_metrics[key] = metrics
+                continue
+            records = InstanceLog(logs_path / "instances" / f"{name_prefix}{dataset_name}_{run_name}.jsonl",
+                                  shard=(process.rank, process.world_size))
+            callback = vis_callback(logs_path / "predictions_vis" / dataset_name, args.thresh) if args.vis_preds else None
+            with context():
+                result = run_with_records(args, process, dataset, predictor, records, callback)
+            if not process.is_main:
+                continue
+            row_name = args.mode if single else checkpoint.stem
+            header, row = results_row(result.all_ious, result.elapsed, row_name, dataset_name, args.target_iou,
+                                      args.n_clicks, print_ious=args.print_ious, model_name=model_name)
+            if print_header:
+                print(header)
+            print(row)
+            append_log(logs_path / f"{name_prefix}{run_name}.txt", header if print_header else None, row)
+            print_header = False
+            for index, error in result.skipped.items():
+                print(f"  skipped sample {index}: {error}")
+            if args.save_ious and single:
+                (logs_path / "ious").mkdir(parents=True, exist_ok=True)
+                with open(logs_path / "ious" / f"{dataset_name}_{run_name}.pkl", "wb") as f:
+                    pickle.dump(result.all_ious, f)
+            all_metrics[key] = dataset_metrics(result, args.n_clicks, args.target_iou)
+
+    if not process.is_main:
+        return 0
+    settings = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}
+    settings["processes"] = process.world_size
+    if args.clicker == "rclicks":
+        write_rclicks(args, all_metrics, logs_path, f"{logs_prefix + '_' if logs_prefix else ''}", run_name,
+                      model_name, settings)
+        print(f"results: {logs_path}")
+        return 0
+    write_results(logs_path / f"{logs_prefix + '_' if logs_prefix else ''}results_{run_name}", model_name,
+                  settings, all_metrics)
+    curves = {k: m["miou_curve"] for k, m in all_metrics.items() if m["n_instances"]}
+    if curves:
+        stop = "no early stop" if args.target_iou > 1 else \
+            f"stopped at IoU {args.target_iou:g}: an instance keeps its last IoU"
+        plot_miou_curves(curves, logs_path / "plots" / f"miou_{run_name}.png", f"{model_name} ({stop})")
+    wseseg = {k[len("WSESeg_"):]: m for k, m in all_metrics.items() if k.startswith("WSESeg_") and m["n_instances"]}
+    if len(wseseg) >= 3:
+        series = {f"NoC@{t}": {c: m["noc"][f"0.{t}"] for c, m in wseseg.items()} for t in (85, 90)}
+        plot_radar(series, logs_path / "plots" / f"wseseg_radar_{run_name}.png", f"{model_name}: NoC per WSESeg class")
+    print(f"results: {logs_path}")
+    return 0
+
+
+def evaluate_rclicks_dataset(args: argparse.Namespace, process: Process, dataset: Any, dataset_name: str,
+                             predictor: Any, logs_path: Path, records_stem: str) -> Optional[Dict[str, Any]]:
+    """The RClicks protocol on one dataset: the baseline run and every group (and seed) run, each
+    with its own instance records (``instances/<records_stem>_rclicks_<clickability>_<run>.jsonl``,
+    so ``--resume`` continues any of them). Rank 0 gets ``robustness_metrics``, the others None."""
+    clickability = load_clickability(args.clickability, dataset_name)
+    tag = clickability_tag(clickability.name)
+    runs = protocol_runs(args.groups, args.seeds)
+    start = time.time()
+
+    def runner(run: ProtocolRun, factory: ClickerFactory) -> Optional[DatasetResult]:
+        if process.is_main and not args.no_progress:
+            print(f"{dataset_name}: {protocol_name(clickability)}, run {run.label} "
+                  f"({runs.index(run) + 1} of {len(runs)})", file=sys.stderr)
+        records = InstanceLog(logs_path / "instances" / f"{records_stem}_rclicks_{tag}_{run.label}.jsonl",
+                              shard=(process.rank, process.world_size))
+        callback = vis_callback(logs_path / "predictions_vis" / dataset_name / f"rclicks_{tag}_{run.label}",
+                                args.thresh) if args.vis_preds else None
+        return run_with_records(args, process, dataset, predictor, records, callback, factory)
+
+    results = evaluate_rclicks(dataset, predictor, clickability, args.groups, args.seeds, runner=runner)
+    if not process.is_main:
+        return None
+    metrics = robustness_metrics(results, runs, RCLICKS_IOU_THR, args.n_clicks)
+    skipped = {str(k): v for k, v in sorted(results[runs[0].label].skipped.items())}
+    metrics.update({"protocol": protocol_name(clickability), "clickability": args.clickability,
+                    "elapsed_s": time.time() - start, "skipped": skipped})
+    return metrics
+
+
+def write_rclicks(args: argparse.Namespace, all_metrics: Dict[str, Dict[str, Any]], logs_path: Path, prefix: str,
+                  run_name: str, model_name: str, settings: Dict[str, Any]) -> None:
+    """The protocol's outputs: ``rclicks_<clickability>_<run>.json`` (every figure, per instance
+    too), ``.md`` (RClicks' benchmark table and the details table, also printed) and the plot of
+    NoC per group."""
+    clickability = load_clickability(args.clickability)
+    name = protocol_name(clickability)
+    stem = f"{prefix}rclicks_{clickability_tag(clickability.name)}_{run_name}"
+    rows: Dict[str, Dict[str, Any]] = {}
+    for key, metrics in all_metrics.items():
+        dataset, _, checkpoint = key.partition(":")
+        rows.setdefault(checkpoint or model_name, {})[dataset] = metrics
+    datasets = list(dict.fromkeys(key.partition(":")[0] for key in all_metrics))
+    stop = "no early stop" if args.target_iou > 1 else f"early stop at IoU {args.target_iou:g}"
+    text = (f"{name}: {args.groups} groups, {args.seeds} seed(s), NoC@{RCLICKS_IOU_THR * 100:.0f} with at most "
+            f"{args.n_clicks} clicks, {stop}\n\n" + benchmark_table(list(rows.items()), datasets) + "\n\n"
+            + details_table(list(rows.items()), datasets) + "\n")
+    print(text, end="")
+    logs_path.mkdir(parents=True, exist_ok=True)
+    (logs_path / f"{stem}.md").write_text(text)
+    with open(logs_path / f"{stem}.json", "w") as f:
+        json.dump({"model": model_name, "protocol": name, "clickability": args.clickability, "settings": settings,
+                   "datasets": all_metrics}, f, indent=1)
+    curves = {k: m["group_noc"] for k, m in all_metrics.items() if m.get("n_instances")}
+    if curves:
+        baselines = {k: m["base_noc"] for k, m in all_metrics.items() if m.get("n_instances")}
+        plot_noc_per_group(curves, baselines, logs_path / "plots" / f"{stem}.png", f"{model_name}: {name}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""The console commands: setup.py's entry points, one device vocabulary, every option's help
+showing its default, the clone's scripts calling the package's commands, one-line errors."""
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.util
+import os
+import subprocess
+import sys
+from typing import Dict
+
+import pytest
+
+from conftest import REPO
+from isegm.app.__main__ import parse_args as app_args
+from isegm.cli import evaluate, tables, train
+from isegm.cli.common import CommandError, HelpFormatter, exit_error
+
+COMMANDS = {"skipclick-train": "isegm.cli.train:main", "skipclick-evaluate": "isegm.cli.evaluate:main",
+            "skipclick-tables": "isegm.cli.tables:main", "skipclick-app": "isegm.app.__main__:main",
+            "skipclick-export": "isegm.cli.export:main", "skipclick-weights": "isegm.cli.weights:main"}
+
+
+def console_scripts() -> Dict[str, str]:
+    """setup.py's console_scripts, read from its source (nothing is built or installed)."""
+    tree = ast.parse((REPO / "setup.py").read_text())
+    call = next(node for node in ast.walk(tree) if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setup")
+    entry_points = ast.literal_eval(next(k.value for k in call.keywords if k.arg == "entry_points"))
+    return dict(tuple(part.strip() for part in line.split("=")) for line in entry_points["console_scripts"])
+
+
+def test_setup_declares_every_command_and_each_in_the_tree_has_main():
+    assert console_scripts() == COMMANDS
+    for target in COMMANDS.values():
+        module, _, function = target.partition(":")
+        if (REPO / (module.replace(".", "/") + ".py")).is_file():
+            assert callable(getattr(__import__(module, fromlist=[function]), function)), target
+
+
+def benchmark(name: str):
+    """A benchmark script of ``scripts/`` as a module (its folder on the path, as when run)."""
+    if str(REPO / "scripts") not in sys.path:
+        sys.path.append(str(REPO / "scripts"))
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+BENCHMARKS = ("benchmark_app", "benchmark_eval", "benchmark_latency", "benchmark_train")
+
+
+def test_setup_reads_the_one_version_without_importing_the_package():
+    import isegm
+    source = (REPO / "setup.py").read_text()
+    assert "import isegm" not in source and "exec(" not in source
+    line = next(l for l in (REPO / "isegm" / "__init__.py").read_text().splitlines() if l.startswith("__version__"))
+    assert line == f'__version__ = "{isegm.__version__}"'
+
+
+def parsers() -> Dict[str, argparse.ArgumentParser]:
+    """Each command's and benchmark's parser, caught as it parses --help."""
+    parses = {"skipclick-train": train.parse_args, "skipclick-evaluate": evaluate.parse_args,
+              "skipclick-tables": tables.parse_args, "skipclick-app": app_args,
+              **{name: benchmark(name).parse_args for name in BENCHMARKS}}
+    found = {}
+    real = argparse.ArgumentParser.parse_args
+
+    def catch(self, args=None, namespace=None):
+        found[name] = self
+        raise SystemExit(0)
+
+    argparse.ArgumentParser.parse_args = catch
+    try:
+        for name, parse in parses.items():
+            with pytest.raises(SystemExit):
+                parse(["--help"])
+    finally:
+        argparse.ArgumentParser.parse_args = real
+    return found
+
+
+def test_every_option_has_help_that_shows_its_default():
+    found = parsers()
+    assert len(found) == 4 + len(BENCHMARKS)
+    missing = []
+    for prog, parser in found.items():
+        assert isinstance(parser.formatter_class(prog), HelpFormatter), prog
+        text = parser.format_help()
+        required = {id(a) for g in parser._mutually_exclusive_groups if g.required for a in g._group_actions}
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            if not action.help:
+                missing.append(f"{prog} {action.dest}: no help")
+            if action.required or id(action) in required:
+                continue
+            shown = parser.formatter_class(prog)._get_help_string(action)
+            if action.option_strings and action.nargs != 0 and action.default in (None, "", []):
+                # the help says in words what happens without the option
+                if not any(w in shown for w in ("default", "no effect", "alias of")):
+                    missing.append(f"{prog} {action.dest}: {shown!r} does not say what happens without it")
+            elif action.option_strings and action.default not in (None, False, "", []) and "default" not in shown:
+                missing.append(f"{prog} {action.dest}: default not shown")
+        assert "(default: %(default)s)" not in text
+    assert not missing, "\n".join(missing)
+
+
+def test_device_vocabulary_on_every_computing_command():
+    for prog, parser in parsers().items():
+        options = {o for action in parser._actions for o in action.option_strings}
+        if prog == "skipclick-tables":   # it only reads JSON files
+            assert not options & {"--device", "--dtype"}
+            continue
+        assert {"--device", "--dtype"} <= options, prog
+        if prog in ("skipclick-train", "skipclick-evaluate"):
+            assert {"--gpus", "--cpu"} <= options, prog
+
+
+def test_train_flags(tmp_path):
+    model_file = tmp_path / "m.py"
+    model_file.write_text("def main(cfg):\n    pass\n")
+    args = train.parse_args([str(model_file), "--bf16", "--gpus", "1", "--config-path", "c.yml"])
+    assert (args.dtype, args.gpus, args.config, args.device) == ("bf16", "1", "c.yml", None)
+    assert train.parse_args([str(model_file)]).dtype == "fp32"
+    with pytest.raises(SystemExit):
+        train.parse_args([str(model_file), "--dtype", "fp16"])
+
+
+def test_train_settings_give_the_model_file_its_device_and_precision(tmp_path):
+    model_file = tmp_path / "m.py"
+    model_file.write_text("def main(cfg):\n    pass\n")
+    cfg = train.settings(train.parse_args([str(model_file), "--cpu", "--bf16"]), {"EXPS_PATH": "x"})
+    assert (cfg["device"], cfg["bf16"], cfg["EXPS_PATH"], cfg["world_size"]) == ("cpu", True, "x", 1)
+
+
+def test_train_stops_on_a_missing_config_with_one_line(tmp_path, capsys):
+    model_file = tmp_path / "m.py"
+    model_file.write_text("def main(cfg):\n    pass\n")
+    with pytest.raises(CommandError) as stop:
+        train.main([str(model_file), "--cpu", "--config", str(tmp_path / "none.yml")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and "none.yml" in err and "none.yml" in str(stop.value)
+
+
+def test_exit_error_is_status_2_and_one_line(capsys):
+    with pytest.raises(SystemExit) as stop:
+        exit_error("--device tpu: expected cpu, cuda, cuda:N or mps")
+    assert stop.value.code == 2 and capsys.readouterr().err == "error: --device tpu: expected cpu, cuda, cuda:N or mps\n"
+
+
+def test_app_device_default_is_the_machines():
+    args = app_args(["--images", "i", "--out", "o"])
+    assert (args.device, args.dtype) == (None, "fp32")
+
+
+@pytest.mark.parametrize("script, prog", [("train.py", "skipclick-train"),
+                                          ("scripts/evaluate_model.py", "skipclick-evaluate"),
+                                          ("scripts/make_tables.py", "skipclick-tables")])
+def test_clone_scripts_run_the_commands_from_any_folder(script, prog, tmp_path):
+    """``python train.py`` etc. work in a clone whether or not the package is installed."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, str(REPO / script), "--help"], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith(f"usage: {prog}")
