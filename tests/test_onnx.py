@@ -329,7 +329,7 @@ def _fails(capsys, argv, message):
         export_main(argv)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("skipclick-export: error: ") and message in err, err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
 
 
 def test_command_errors(capsys, tmp_path, tiny_checkpoint):

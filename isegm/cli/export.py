@@ -13,10 +13,12 @@ import os
 import sys
 from typing import List, Optional
 
-DESCRIPTION = __doc__.split("\n\n")[0].replace("``", "")
-EPILOG = ("The export traces the model on the CPU in float32, the precision of the graphs, so this command has no "
-          "--device or --dtype. SkipClick graphs run at one size (--size); EMC-Click graphs take any size and the "
-          "predictor resizes the image's short side (--short-side).")
+from .common import HelpFormatter, exit_error
+
+DESCRIPTION = __doc__.replace("``", "")
+EPILOG = ("The export traces the model on the CPU in float32, the precision of the graphs, so this\n"
+          "command has no --device or --dtype. SkipClick graphs run at one size (--size); EMC-Click\n"
+          "graphs take any size and the predictor resizes the image's short side (--short-side).")
 
 
 # --check fails above this difference, relative to the logits' size where they exceed 1 (float32 in
@@ -25,10 +27,11 @@ CHECK_TOLERANCE = 1e-4
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``skipclick-export``."""
     parser = argparse.ArgumentParser(prog="skipclick-export", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--checkpoint", required=True, metavar="PATH",
-                        help="model file: ours, the authors' SkipClick release, or a backbone file")
+                        help="model file: ours, or the authors' SkipClick or EMC-Click release")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder to write (created if absent)")
     parser.add_argument("--size", nargs=2, type=int, default=None, metavar=("H", "W"),
                         help="network input size, multiples of the patch size (14 for DINOv2, 16 for DINOv3); "
@@ -44,25 +47,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """``skipclick-export``'s arguments."""
+    return build_parser().parse_args(argv)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Export ``--checkpoint`` into ``--out``; exit status 0, 2 on bad input or a failed ``--check``."""
+    args = parse_args(argv)
     if args.opset is not None and args.opset < 17:
-        parser.exit(2, f"skipclick-export: error: --opset {args.opset}: the graphs need opset 17 or later\n")
+        exit_error(f"--opset {args.opset}: the graphs need opset 17 or later")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
-        parser.exit(2, f"skipclick-export: error: --out {args.out!r} is a file; give a folder\n")
+        exit_error(f"--out {args.out!r} is a file; give a folder")
     try:
         from ..model import load_checkpoint
         from ..onnx.export import DEFAULT_OPSET, check_export, export_model
     except ImportError as err:
-        parser.exit(2, f"skipclick-export: error: {err}; install the export's requirements: "
-                       "pip install 'skipclick[onnx]'\n")
+        exit_error(f"{err}; install the export's requirements: pip install 'skipclick[onnx]'")
     try:
         model = load_checkpoint(args.checkpoint)
         meta = export_model(model, args.out, size=args.size, opset=args.opset or DEFAULT_OPSET,
                             source=args.checkpoint, short_side=args.short_side)
-    except (OSError, ValueError, TypeError, NotImplementedError) as err:
-        parser.exit(2, f"skipclick-export: error: {err}\n")
+    except (OSError, ValueError, TypeError) as err:
+        exit_error(str(err))
     size = "x".join(map(str, meta["size"])) if meta["size"] else f"short side {meta['short_side']}"
     print(f"wrote {args.out}: {meta['family']} {meta['variant']} at {size}, opset {meta['opset']}")
     for part in ("encoder", "decoder"):
@@ -73,8 +80,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"check: max |logits difference| PyTorch vs onnxruntime = {diff:.2e} (random image, 3 clicks; "
               f"logits up to {scale:.2g})")
         if diff > CHECK_TOLERANCE * max(1.0, scale):
-            parser.exit(2, f"skipclick-export: error: the graphs differ from PyTorch by {diff:.2e} (more than "
-                           f"{CHECK_TOLERANCE:g}); please report it with the checkpoint's meta.json\n")
+            exit_error(f"the graphs differ from PyTorch by {diff:.2e} (more than {CHECK_TOLERANCE:g}); please report "
+                       f"it with {os.path.join(args.out, 'meta.json')}")
     print(f"use it: Predictor({args.out!r}) or skipclick-app --checkpoint {args.out}")
     return 0
 
