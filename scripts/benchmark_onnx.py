@@ -5,8 +5,7 @@ alike; each speedup is the median of the per-pair ratios.
 
 Random weights by default (the architecture of the release: timing only), or ``--checkpoint``::
 
-    python scripts/benchmark_onnx.py --variant skipclick --size 448 --clicks 20 --threads 2 \
-        --json benchmarks/onnx_cpu.json
+    python scripts/benchmark_onnx.py --variant skipclick --size 448 --clicks 20 --threads 2 --json onnx_cpu.json
 """
 from __future__ import annotations
 
@@ -27,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from isegm.cli.common import HelpFormatter  # noqa: E402
 from isegm.model import build_skipclick, load_checkpoint  # noqa: E402
 from isegm.onnx.engine import OnnxModel  # noqa: E402
 from isegm.onnx.export import export_model  # noqa: E402
@@ -145,22 +145,26 @@ def table(result: Dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--variant", default="skipclick", help="SkipClick variant built with random weights")
-    parser.add_argument("--checkpoint", default=None, help="time this model file instead of random weights")
+    parser.add_argument("--checkpoint", default=None, help="time this model file (default: --variant with random weights)")
     parser.add_argument("--size", type=int, default=448, help="network input side (a multiple of the patch size)")
     parser.add_argument("--clicks", type=int, default=20, help="timed clicks")
     parser.add_argument("--warmup", type=int, default=3, help="untimed clicks first")
     parser.add_argument("--encode-repeats", type=int, default=3, help="timed encoder runs")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of each runtime")
     parser.add_argument("--out", default=None, help="keep the export in this folder (default: a temporary one)")
-    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file (default: print only)")
     return parser
 
 
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """The benchmark's arguments (CPU and float32 only: it compares two CPU runtimes)."""
+    return build_parser().parse_args(argv)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     result = run(args)
     print(table(result))
     if args.json:
