@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> Dict:
         start = time.perf_counter()
         export_model(model, folder, size=(args.size, args.size))
         export_s = time.perf_counter() - start
-        onnx_model = OnnxModel(folder, threads=args.threads)
+        # no spin-waiting between runs: spinning threads would take the cores from PyTorch's turn
+        onnx_model = OnnxModel(folder, threads=args.threads, spin=False)
         rng = np.random.default_rng(0)
         image = rng.random((1, 3, args.size, args.size), dtype=np.float32)
         prev = np.zeros((1, 1, args.size, args.size), dtype=np.float32)

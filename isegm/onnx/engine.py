@@ -119,17 +119,21 @@ class OnnxModel:
     """The onnxruntime sessions of an export folder and its ``meta`` (``meta.json``).
 
     ``threads``: onnxruntime's intra-op threads (None: its default, one per core).
-    ``providers``: onnxruntime execution providers (None: the CPU).
+    ``providers``: onnxruntime execution providers (None: the CPU). ``spin``: idle threads
+    spin-wait for the next run (onnxruntime's default, the lowest latency); turn it off when
+    other compute (PyTorch) shares the cores, which spinning threads would starve.
     """
 
     def __init__(self, folder: PathLike, threads: Optional[int] = None,
-                 providers: Optional[Sequence[str]] = None) -> None:
+                 providers: Optional[Sequence[str]] = None, spin: bool = True) -> None:
         self.folder = Path(folder)
         self.meta = read_meta(self.folder)
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = list(providers) if providers is not None else ["CPUExecutionProvider"]
         self.encoder = ort.InferenceSession(str(self.folder / ENCODER_FILE), options, providers=providers)
         self.decoder = ort.InferenceSession(str(self.folder / DECODER_FILE), options, providers=providers)
