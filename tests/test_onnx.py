@@ -28,7 +28,8 @@ from isegm.inference.clicker import Click, Clicker
 from isegm.inference.predictor import get_predictor
 from isegm.model import build_emc, build_skipclick, save_checkpoint, save_emc_checkpoint
 from isegm.onnx.engine import FORMAT, OnnxClickPredictor, OnnxModel, points_array, read_meta
-from isegm.onnx.export import check_export, export_model, file_sha256
+from isegm.onnx.export import check_export, export_model
+from isegm.utils.files import file_sha256
 
 # onnxruntime against PyTorch, float32 both: the same function in other kernels (seen: ~3e-6).
 ATOL = 1e-4
@@ -376,3 +377,28 @@ def test_authors_checkpoint_exports(tmp_path, capsys):
     assert meta["variant"] == "skipclick" and meta["size"] == [224, 224]
     assert meta["source_sha256"] == file_sha256(path)
     assert "SkipClick skipclick at 224x224" in capsys.readouterr().out
+
+
+def test_app_serves_an_export_folder(exported, tiny_model):
+    """``skipclick-app --checkpoint DIR``: the backend of an export predicts as the model's at the
+    export size, and refines a saved mask the same way."""
+    from isegm.app.backend import PreparedImage, load_backend, mask_state, model_backend
+    folder, _ = exported
+    image = (np.random.default_rng(0).random((70, 90, 3)) * 255).astype(np.uint8)
+    clicks = [Click(True, (30.0, 40.0)), Click(False, (10.0, 80.0))]
+    saved = np.zeros((70, 90), bool)
+    saved[20:50, 20:60] = True
+    probs = []
+    for backend in (load_backend(str(folder), torch.device("cpu")),
+                    model_backend(tiny_model, torch.device("cpu"), size=TINY_SIZE)):
+        entry = PreparedImage("x.png", (70, 90), (70, 90), predictor=backend.make_predictor())
+        entry.predictor.set_input_image(image)
+        entry.initial_state = entry.predictor.get_states()
+        fresh, _ = backend.predict(entry, clicks, entry.initial_state)
+        refined, _ = backend.predict(entry, clicks[:1], mask_state(entry, saved))
+        probs.append((fresh, refined))
+    (onnx_fresh, onnx_refined), (torch_fresh, torch_refined) = probs
+    np.testing.assert_allclose(onnx_fresh, torch_fresh, atol=ATOL)
+    np.testing.assert_allclose(onnx_refined, torch_refined, atol=ATOL)
+    with pytest.raises(ValueError, match="ONNX export"):
+        load_backend(str(folder), torch.device("cpu"), size=224)

@@ -253,9 +253,11 @@ def mask_state(entry: PreparedImage, mask: np.ndarray) -> Dict[str, Any]:
     family's does); other predictors start from their initial state."""
     state = dict(entry.initial_state)
     prev = state.get("prev_prediction")
-    if isinstance(prev, torch.Tensor):
-        work = cv2.resize(mask.astype(np.float32), entry.work_size[::-1], interpolation=cv2.INTER_AREA)
-        state["prev_prediction"] = torch.from_numpy(work)[None, None].to(prev.device, prev.dtype)
+    if isinstance(prev, (torch.Tensor, np.ndarray)):
+        work = cv2.resize(mask.astype(np.float32), entry.work_size[::-1], interpolation=cv2.INTER_AREA)[None, None]
+        if isinstance(prev, torch.Tensor):   # the PyTorch chain's state; an ONNX export's is numpy
+            work = torch.from_numpy(work).to(prev.device, prev.dtype)
+        state["prev_prediction"] = work
     return state
 
 

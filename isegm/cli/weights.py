@@ -9,7 +9,6 @@ a folder holds.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 import warnings
@@ -28,6 +27,7 @@ from ..model.skipclick.family import FAMILY as SKIPCLICK_FAMILY
 from ..model.skipclick.model import SkipClick
 from ..model.skipclick.variants import backbone_config_key
 from ..utils.config import add_config_argument, load_config
+from ..utils.files import file_sha256
 from .common import HelpFormatter, exit_error
 
 SUFFIXES = (".pth", ".pt")
@@ -151,15 +151,6 @@ class FileReport:
                                                                                    self.variant)), None)
 
 
-def sha256(path: Path) -> str:
-    """The file's SHA-256, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _count(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -186,7 +177,7 @@ def inspect_file(path: Path) -> FileReport:
     """Load ``path`` the way the commands do (weights-only: nothing in it runs) and report what
     it holds: a model of a family and its variant, a DINOv2 / DINOv3 backbone, or an ImageNet
     backbone of EMC-Click; else the loader's error."""
-    report = FileReport(path, sha256(path))
+    report = FileReport(path, file_sha256(path))
     try:
         obj = read_checkpoint_file(os.fspath(path))
     except (ValueError, OSError) as err:

@@ -28,7 +28,6 @@ convolution takes the chosen templates as kernels, which the exporter cannot giv
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import warnings
@@ -51,6 +50,7 @@ from ..model.families import family_of
 from ..model.skipclick import ImageFeatures, SkipClick
 from ..model.skipclick.fast_decoder import FastHead, _conv, _from_nchw, _to_nchw, resize_matrix
 from ..model.skipclick.fusion import token_grid
+from ..utils.files import file_sha256
 from .engine import DECODER_FILE, ENCODER_FILE, FORMAT, META_FILE, OnnxModel
 
 DEFAULT_OPSET = 18
@@ -197,15 +197,6 @@ class EMCDecoder(nn.Module):
 # export
 
 
-def file_sha256(path: PathLike) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def variant_name(model: nn.Module) -> str:
     """The name of the family's variant whose config the model has, or ``custom``."""
     family = family_of(model)
@@ -345,5 +336,5 @@ def check_export(model: nn.Module, folder: PathLike, clicks: int = 3, seed: int 
     return float(np.abs(expected - logits).max()), float(np.abs(expected).max())
 
 
-__all__ = ["DEFAULT_OPSET", "check_export", "export_model", "feature_tensors", "file_sha256",
+__all__ = ["DEFAULT_OPSET", "check_export", "export_model", "feature_tensors",
            "variant_name", "with_feature_tensors"]

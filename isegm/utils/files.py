@@ -1,7 +1,8 @@
-"""Writing files so that a reader never sees a half-written one."""
+"""Files: written so that a reader never sees a half-written one, and their content hashes."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 from pathlib import Path
@@ -30,3 +31,12 @@ def atomic_write(path: PathLike, data: Union[bytes, Callable[[BinaryIO], None]])
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def file_sha256(path: PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
