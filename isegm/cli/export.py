@@ -1,7 +1,7 @@
 """``skipclick-export``: a checkpoint as an ONNX folder that ``Predictor(DIR)`` and the annotation
 app run on onnxruntime alone (``isegm.onnx``; docs/onnx.md)::
 
-    skipclick-export --checkpoint weights/skipclick.pth --out exported/skipclick --check
+    skipclick-export --checkpoint weights/skipclick_dinov2.pth --out exported/skipclick --check
 
 writes ``encoder.onnx`` (image -> image features, once per image), ``decoder.onnx`` (features +
 clicks + previous mask -> logits, per click; any number of clicks) and ``meta.json``.
@@ -82,7 +82,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if diff > CHECK_TOLERANCE * max(1.0, scale):
             exit_error(f"the graphs differ from PyTorch by {diff:.2e} (more than {CHECK_TOLERANCE:g}); please report "
                        f"it with {os.path.join(args.out, 'meta.json')}")
-    print(f"use it: Predictor({args.out!r}) or skipclick-app --checkpoint {args.out}")
+    print(f"use it: Predictor({args.out!r}) or skipclick-app --images DIR --out DIR --checkpoint {args.out}")
     return 0
 
 
