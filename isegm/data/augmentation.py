@@ -100,8 +100,10 @@ class PadIfNeeded:
 
 
 class RandomCrop:
-    """A ``height`` x ``width`` window at a random place: top ``int((H - height) * u)``, left
-    ``int((W - width) * v)`` with ``u, v`` uniform in [0, 1) (albumentations' ``RandomCrop``)."""
+    """A ``height`` x ``width`` window at a random place: top ``int((H - height + 1) * u)``, left
+    ``int((W - width + 1) * v)`` with ``u, v`` uniform in [0, 1): every offset 0 ... H - height
+    equally likely, the last one included (albumentations' ``RandomCrop`` since 1.1, its
+    ``get_random_crop_coords``)."""
 
     def __init__(self, height: int, width: int) -> None:
         self.height, self.width = height, width
@@ -110,8 +112,8 @@ class RandomCrop:
         H, W = image.shape[:2]
         if H < self.height or W < self.width:
             raise ValueError(f"crop {self.height}x{self.width} is larger than the {H}x{W} image; pad it first")
-        top = int((H - self.height) * rng.random())
-        left = int((W - self.width) * rng.random())
+        top = int((H - self.height + 1) * rng.random())
+        left = int((W - self.width + 1) * rng.random())
         window = (slice(top, top + self.height), slice(left, left + self.width))
         # Copies, so that the sample never holds a view into the dataset's original arrays.
         return image[window].copy(), masks[window].copy()
