@@ -53,10 +53,13 @@ def batch_of(size: int) -> Dict[str, torch.Tensor]:
     return {k: torch.stack([item[k] for item in items]) for k in items[0]}
 
 
-def run_step(model: SkipClick, batch, reuse: bool, num_clicks: int = NUM_CLICKS):
-    """One training step in train mode (torch seed 0, click seed 1): its logits and points, the
-    click maps (positive / negative disks + previous mask) of every decode, and per RoPE call the
-    mode it ran in and its tables."""
+@functools.lru_cache(maxsize=None)
+def run_step(backbone: str, reuse: bool):
+    """One training step of the ``backbone`` model in train mode (torch seed 0, click seed 1): its
+    logits and points, the click maps (positive / negative disks + previous mask) of every decode,
+    and per RoPE call the mode it ran in and its tables."""
+    make, size = MODELS[backbone]
+    model, batch = make().train(), batch_of(size)
     click_maps: List[torch.Tensor] = []
     rope_calls: List[tuple] = []
     hooks = [model.patch_embed_coords.register_forward_pre_hook(lambda m, args: click_maps.append(args[0].clone()))]
@@ -67,20 +70,18 @@ def run_step(model: SkipClick, batch, reuse: bool, num_clicks: int = NUM_CLICKS)
     try:
         torch.manual_seed(0)
         logits, points = ClickTraining(model, NUM_CLICKS, reuse_features=reuse)(
-            batch["images"], batch["points"], batch["instances"], num_clicks, np.random.default_rng(1))
+            batch["images"], batch["points"], batch["instances"], NUM_CLICKS, np.random.default_rng(1))
     finally:
         for hook in hooks:
             hook.remove()
-    return logits, points, click_maps, rope_calls
+    assert model.training
+    return logits.detach(), points, click_maps, rope_calls
 
 
 @pytest.mark.parametrize("backbone", sorted(MODELS))
 def test_reuse_gives_the_clicks_and_masks_of_the_full_network_per_click(backbone):
-    make, size = MODELS[backbone]
-    model, batch = make().train(), batch_of(size)
-    logits_a, points_a, maps_a, _ = run_step(model, batch, reuse=True)
-    logits_b, points_b, maps_b, _ = run_step(model, batch, reuse=False)
-    assert model.training
+    logits_a, points_a, maps_a, _ = run_step(backbone, reuse=True)
+    logits_b, points_b, maps_b, _ = run_step(backbone, reuse=False)
     assert torch.equal(points_a, points_b) and (points_a[:, :, 2] >= 1).any()
     # One decode per simulated click, then the trained one: the same inputs bit for bit, the
     # previous mask fed to the trained prediction included (the same computation either way).
@@ -93,9 +94,7 @@ def test_reuse_gives_the_clicks_and_masks_of_the_full_network_per_click(backbone
 def test_dinov3_rope_jitter_reaches_the_trained_prediction_only():
     """The simulated clicks see eval-mode RoPE tables; the trained prediction gets its own
     train-mode draw, the same draw as the full network per click makes."""
-    model, batch = tiny_dinov3().train(), batch_of(32)
-    _, _, _, calls_reuse = run_step(model, batch, reuse=True)
-    _, _, _, calls_full = run_step(model, batch, reuse=False)
+    calls_reuse, calls_full = run_step("dinov3", reuse=True)[3], run_step("dinov3", reuse=False)[3]
     assert [training for training, _ in calls_reuse] == [False, True]
     assert [training for training, _ in calls_full] == [False] * NUM_CLICKS + [True]
     eval_tables = calls_full[0][1]
