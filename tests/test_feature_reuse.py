@@ -114,11 +114,12 @@ def test_encodings_per_step(backbone, mode, num_clicks, encodings):
     model, batch = make().train(mode == "train"), batch_of(size)
     calls = []
     hook = model.feature_extractor.register_forward_hook(lambda m, args, out: calls.append(m.training))
-    ClickTraining(model, NUM_CLICKS)(batch["images"], batch["points"], batch["instances"], num_clicks,
-                                     np.random.default_rng(1))
-    hook.remove()
-    assert len(calls) == encodings
-    assert calls[-1] == (mode == "train")
+    try:
+        ClickTraining(model, NUM_CLICKS)(batch["images"], batch["points"], batch["instances"], num_clicks,
+                                         np.random.default_rng(1))
+    finally:
+        hook.remove()
+    assert calls == [False] * (encodings - 1) + [mode == "train"]
 
 
 def test_backbones_say_whether_train_mode_is_random():
