@@ -72,6 +72,20 @@ def test_random_crop_takes_the_same_window_everywhere():
         RandomCrop(31, 40)(image, masks, np.random.default_rng(0))
 
 
+def test_random_crop_of_albumentations_before_1_1_never_takes_the_last_offset():
+    """EMC-Click's authors pin albumentations 0.5.1: int((H - h) * u)."""
+    image, masks = marked(30, 40)
+    tops, lefts = set(), set()
+    for seed in range(200):
+        top, left = divmod(int(decode(RandomCrop(20, 25, last_offset=False)(image, masks,
+                                                                         np.random.default_rng(seed))[0])[0, 0]), 40)
+        u, v = np.random.default_rng(seed).random(2)
+        assert (top, left) == (int((30 - 20) * u), int((40 - 25) * v))
+        tops.add(top)
+        lefts.add(left)
+    assert tops == set(range(30 - 20)) and lefts == set(range(40 - 25))
+
+
 def test_uniform_random_resize_scales_image_bilinear_and_masks_nearest():
     image, masks = marked(30, 40, layers=600)   # more layers than cv2.resize takes
     sizes = set()
