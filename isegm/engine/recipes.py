@@ -124,8 +124,8 @@ def emc_target_filter(crop_size: Tuple[int, int]) -> TargetFilter:
 
 
 EMC_HRNET = replace(
-    COCOLVIS, crop_size=EMC_CROP_SIZE, target_filter=emc_target_filter(EMC_CROP_SIZE), batch_size=64, epochs=230, milestones=(200, 220), lr=1e-3,
-    keep_background_prob=0.0, stuff_prob=0.2, points_sampler="first", max_num_next_clicks=23,
+    COCOLVIS, crop_size=EMC_CROP_SIZE, batch_size=64, epochs=230, milestones=(200, 220), lr=1e-3,
+    target_filter=emc_target_filter(EMC_CROP_SIZE), keep_background_prob=0.0, stuff_prob=0.2, points_sampler="first", max_num_next_clicks=23,
     next_clicks_gamma=0.8, click_polarity="proportional", loss_terms=EMC_LOSS_TERMS, lr_mults=EMC_HRNET_LR_MULTS,
     checkpoint_interval=((0, 5), (200, 1)), image_dump_interval=3000)
 EMC_HR32 = replace(EMC_HRNET, lr=8e-4)                      # hrnet32_att_cclvis.py
@@ -134,9 +134,9 @@ EMC_SEGB3 = replace(EMC_SEGFORMER, lr=2e-3)                # segformerB3_att_ccl
 # EMC-Click on the generated winter scenes (models/emcclick/tiny.py): the quickstart's close-ups
 # and scale, EMC-Click's clicks, losses and target rules (scaled to the 112 px crop: 74 px
 # components, 82 px targets), up to 7 simulated clicks.
-EMC_WINTER = replace(WINTER, target_filter=emc_target_filter(WINTER.crop_size), epochs=6, milestones=(5,), points_sampler="first", max_num_next_clicks=7,
+EMC_WINTER = replace(WINTER, epochs=6, milestones=(5,), points_sampler="first", max_num_next_clicks=7,
                      next_clicks_gamma=0.8, click_polarity="proportional", loss_terms=EMC_LOSS_TERMS, nfl_gamma=2.0,
-                     lr=1e-3)
+                     lr=1e-3, target_filter=emc_target_filter(WINTER.crop_size))
 
 SAMPLERS = {"multi": MultiPointSampler, "first": FirstPointSampler}
 CRITERIA = ("nfl", "bce")

@@ -52,7 +52,7 @@ class TargetFilter:
         """The target mask (H x W, ``> 0.5`` is object) without its small components, float32 1 / 0,
         or None when the remaining target is rejected."""
         target = (mask > 0.5).astype(np.uint8)
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(target, connectivity=4)
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(target, connectivity=4)
         small = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] < self.min_component_area) + 1
         target[np.isin(labels, small)] = 0
         area = int(target.sum())
@@ -121,8 +121,8 @@ class TrainingDataset(torch.utils.data.Dataset):
 
     def _draw_filtered(self, index: int, rng: np.random.Generator,
                        rules: TargetFilter) -> Tuple[TrainingSample, np.ndarray, np.ndarray]:
-        """``_draw`` under ``rules``: a sample left without objects or with a rejected target is
-        replaced by a new image drawn uniformly (see ``TargetFilter``)."""
+        """The prepared sample, its filtered target and clicks: a sample left without objects or
+        with a rejected target is replaced by a new image drawn uniformly (see ``TargetFilter``)."""
         for _ in range(rules.max_draws):
             sample = self._prepare(index, rng)
             if len(sample) > 0:
