@@ -125,9 +125,9 @@ def emc_target_filter(crop_size: Tuple[int, int]) -> TargetFilter:
 
 EMC_HRNET = replace(
     COCOLVIS, crop_size=EMC_CROP_SIZE, batch_size=64, epochs=230, milestones=(200, 220), lr=1e-3,
-    target_filter=emc_target_filter(EMC_CROP_SIZE), keep_background_prob=0.0, stuff_prob=0.2, points_sampler="first", max_num_next_clicks=23,
+    keep_background_prob=0.0, stuff_prob=0.2, points_sampler="first", max_num_next_clicks=23,
     next_clicks_gamma=0.8, click_polarity="proportional", loss_terms=EMC_LOSS_TERMS, lr_mults=EMC_HRNET_LR_MULTS,
-    checkpoint_interval=((0, 5), (200, 1)), image_dump_interval=3000)
+    checkpoint_interval=((0, 5), (200, 1)), image_dump_interval=3000, target_filter=emc_target_filter(EMC_CROP_SIZE))
 EMC_HR32 = replace(EMC_HRNET, lr=8e-4)                      # hrnet32_att_cclvis.py
 EMC_SEGFORMER = replace(EMC_HRNET, loss_terms=EMC_LOSS_TERMS[::2], lr_mults=EMC_SEGFORMER_LR_MULTS)   # no aux head
 EMC_SEGB3 = replace(EMC_SEGFORMER, lr=2e-3)                # segformerB3_att_cclvis.py
