@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from conftest import REPO
 from isegm.data.points_sampler import FirstPointSampler
-from isegm.engine.click_simulation import add_next_clicks, draw_num_clicks
+from isegm.engine.click_simulation import add_next_clicks, add_next_clicks_per_polarity, draw_num_clicks
 from isegm.model.emc.training import EMCClickTraining
 from isegm.engine.experiment import load_model_file
 from isegm.engine.optimizer import get_optimizer
@@ -124,6 +124,81 @@ def test_proportional_click_polarity():
         add_next_clicks(probs, gt, points, 1, np.random.default_rng(0), polarity="random")
     with pytest.raises(ValueError, match="num_max_points"):
         add_next_clicks(probs, gt, points, 2, np.random.default_rng(0))
+
+
+def authors_rows(probs, gt, points, pos_count, neg_count, rng):
+    """The authors' get_rough_next_points (clickatt_trainer_batchconsistant.py, e660ad0) with its
+    per-sample click counters, drawing from ``rng`` in our order (polarity, then the pixel)."""
+    from isegm.utils.masks import padded_distance
+    num_points = points.shape[1] // 2
+    points = points.clone()
+    for b in range(points.shape[0]):
+        gt_b = gt[b, 0].numpy() > 0.5
+        fn = padded_distance(np.logical_and(gt_b, probs[b, 0].numpy() < 0.49), mask_size=5)
+        fp = padded_distance(np.logical_and(~gt_b, probs[b, 0].numpy() > 0.49), mask_size=5)
+        if fn.max() + fp.max() == 0:
+            continue
+        is_positive = rng.random() < fn.max() / (fn.max() + fp.max())
+        if pos_count[b] >= num_points - 1:
+            is_positive = False
+        if neg_count[b] >= num_points:
+            is_positive = True
+        if pos_count[b] >= num_points - 1 and neg_count[b] >= num_points:
+            continue
+        indices = np.argwhere((fn if is_positive else fp) > max(fn.max(), fp.max()) / 2.0)
+        if len(indices) > 0:
+            y, x = indices[rng.integers(len(indices))]
+            if is_positive:
+                pos_count[b] += 1
+                points[b, num_points - pos_count[b]] = torch.tensor([float(y), float(x), float(pos_count[b])])
+            else:
+                neg_count[b] += 1
+                points[b, 2 * num_points - neg_count[b]] = torch.tensor([float(y), float(x), float(neg_count[b])])
+    return points
+
+
+def test_per_polarity_rows_are_the_authors():
+    """EMC-Click writes the k-th click of a polarity into row N - k or 2N - k with index k, and
+    a polarity whose rows are full gives way: equal to the authors' counters over 12 clicks with
+    4 rows per polarity (so both caps are reached), on random predictions."""
+    gen = torch.Generator().manual_seed(0)
+    gt = torch.zeros(3, 1, 40, 40)
+    gt[:, :, 8:30, 10:32] = 1
+    points = torch.full((3, 8, 3), -1.0)
+    points[:, 0] = torch.tensor([18.0, 20.0, 0.0])
+    ours, theirs = points, points
+    pos_count, neg_count = np.zeros(3, int), np.zeros(3, int)
+    rng_ours, rng_theirs = np.random.default_rng(5), np.random.default_rng(5)
+    for _ in range(12):
+        probs = torch.rand(3, 1, 40, 40, generator=gen)
+        ours = add_next_clicks_per_polarity(probs, gt, ours, rng_ours)
+        theirs = authors_rows(probs, gt, theirs, pos_count, neg_count, rng_theirs)
+        assert torch.equal(ours, theirs)
+    assert (pos_count == 3).all() and (neg_count == 4).all()         # every row filled, then no click
+    assert torch.equal(ours[:, 0], points[:, 0])
+
+    # positive, negative, positive: rows N-1, 2N-1, N-2 (by click number: N-1, 2N-2, N-3)
+    miss, leak = gt.clone(), gt.clone()
+    miss[:, :, 8:30, 10:20] = 0                                       # only a false negative
+    leak[:, :, 30:38, 10:32] = 1                                      # only a false positive
+    rng = np.random.default_rng(0)
+    by_polarity, by_click = points, points
+    for k, probs in enumerate((miss, leak, miss), start=1):
+        by_polarity = add_next_clicks_per_polarity(probs, gt, by_polarity, rng)
+        by_click = add_next_clicks(probs, gt, by_click, k, rng, polarity="proportional")
+    assert by_polarity[0, :, 2].tolist() == [0, -1, 2, 1, -1, -1, -1, 1]
+    assert by_click[0, :, 2].tolist() == [0, 3, -1, 1, -1, -1, 2, -1]
+
+
+def test_emc_step_writes_clicks_per_polarity(monkeypatch):
+    """The EMC-Click step simulates its clicks with the per-polarity rows."""
+    import isegm.model.emc.training as emc_training
+    calls = []
+    monkeypatch.setattr(emc_training, "add_next_clicks_per_polarity",
+                        lambda probs, gt, points, rng, polarity: calls.append(polarity) or points)
+    images, points, gt = toy_batch()
+    EMCClickTraining(tiny_emc().train())(images, points, gt, 2, np.random.default_rng(0))
+    assert calls == ["proportional", "proportional"]
 
 
 def test_first_point_sampler_keeps_only_first_clicks():

@@ -361,3 +361,100 @@ def test_sbd_training_errors(tmp_path: Path):
     make_sbd(tmp_path, [])
     with pytest.raises(DatasetNotFoundError, match=r"no image names in .*train\.txt"):
         SBDDataset(tmp_path, FirstRootSampler())
+
+
+# --- EMC-Click's target rules ---------------------------------------------------------------
+
+from isegm.data.datasets.training import TargetFilter, TrainingDataset  # noqa: E402
+
+
+def test_target_filter_rules():
+    """The authors' ``remove_small_regions`` (4-connected components under 900 px erased, ignored
+    pixels to background) and ``min_object_area < area < 0.85 * crop`` (their base.py)."""
+    rules = TargetFilter()
+    mask = np.zeros((100, 100), np.float32)
+    assert rules.filter_mask(mask) is None                                   # empty
+    mask[0:30, 0:30] = 1                                                     # 900 px: kept
+    mask[40:69, 0:30] = 1                                                    # 870 px: erased
+    mask[70:80, 70:80] = -1                                                  # ignored: background
+    assert rules.filter_mask(mask) is None                                   # 900 px left: at most 1000
+    mask[0:30, 30:34] = 1                                                    # 1020 px in one component
+    out = rules.filter_mask(mask)
+    assert out.dtype == np.float32 and set(np.unique(out)) == {0.0, 1.0} and out.sum() == 1020
+    assert not out[40:69].any() and not out[70:80, 70:80].any()
+    exact = np.zeros((100, 100), np.float32)
+    exact[0:20, 0:50] = 1                                                    # exactly 1000 px: rejected
+    assert rules.filter_mask(exact) is None
+    exact[20, 0] = 1
+    assert rules.filter_mask(exact).sum() == 1001
+    huge = np.ones((100, 100), np.float32)
+    huge[:15, :] = 0                                                         # exactly 85 %: rejected
+    assert rules.filter_mask(huge) is None
+    huge[15, 0] = 0
+    assert rules.filter_mask(huge).sum() == 8499
+    diagonal = np.zeros((100, 100), np.float32)                             # touching at a corner only:
+    diagonal[0:30, 0:30] = diagonal[30:59, 30:60] = 1                       # two components, 900 + 870
+    assert rules.filter_mask(diagonal) is None
+
+
+class BlockScenes(TrainingDataset):
+    """Image ``i`` holds one square object of side ``sides[i]`` (0: no object), no augmentation."""
+
+    def __init__(self, sides: List[int], **kwargs) -> None:
+        super().__init__(FirstRootSampler(), **kwargs)
+        self.dataset_samples = list(sides)
+        self.drawn: List[int] = []
+
+    def get_sample(self, index: int, rng: np.random.Generator) -> TrainingSample:
+        self.drawn.append(index)
+        layers = np.zeros((H, W), np.int32)
+        side = self.dataset_samples[index]
+        layers[:side, :side] = 1
+        return TrainingSample(np.zeros((H, W, 3), np.uint8), layers, objects_ids=[1] if side else [],
+                              sample_id=index)
+
+
+def test_target_filter_redraws_rejected_samples():
+    """Without objects, with a target erased to nothing, too small or too large: a new image is
+    drawn until one passes; with no admissible image the error names the rules."""
+    rules = TargetFilter(min_component_area=30, min_area=40, max_fraction=0.5)
+    sides = [0, 5, 6, 60, 20]                        # only 20 x 20 = 400 px passes (4096 px crop)
+    for epoch_len in (-1, 16):
+        data = BlockScenes(sides, epoch_len=epoch_len, seed=1, target_filter=rules)
+        for i in range(len(data)):
+            data.drawn.clear()
+            assert data[i]["instances"].sum() == 400 and data.drawn[-1] == 4
+            assert all(0 <= j < len(sides) for j in data.drawn)
+    unfiltered = BlockScenes(sides)
+    assert [unfiltered[i]["instances"].sum().item() for i in range(1, 4)] == [25, 36, 3600]
+    with pytest.raises(ValueError, match="no admissible target in 50 draws"):
+        BlockScenes(sides[:4], target_filter=TargetFilter(30, 40, 0.5, max_draws=50))[0]
+
+
+def test_recipes_filter_targets_only_for_emc_click():
+    """SkipClick's recipes leave the targets as they were (the same samples for a seed as before
+    the rules existed); EMC-Click's carry the authors' values, scaled with the crop for the tiny one."""
+    import hashlib
+    from dataclasses import replace
+
+    from isegm.engine import recipes
+
+    assert recipes.COCOLVIS.target_filter is None and recipes.SBD.target_filter is None
+    assert recipes.WINTER.target_filter is None
+    for recipe in (recipes.EMC_HRNET, recipes.EMC_HR32, recipes.EMC_SEGFORMER, recipes.EMC_SEGB3):
+        assert recipe.target_filter == TargetFilter(min_component_area=900, min_area=1000, max_fraction=0.85)
+    assert recipes.EMC_WINTER.target_filter == TargetFilter(min_component_area=74, min_area=82, max_fraction=0.85)
+    trainset, _ = recipes.build_datasets(replace(recipes.WINTER, num_scenes=64, epoch_len=8), {}, seed=3)
+    assert trainset.target_filter is None
+    trainset.set_epoch(1)
+    digest = hashlib.sha256()
+    for i in range(8):
+        sample = trainset[i]
+        for key in ("images", "points", "instances"):
+            digest.update(sample[key].numpy().tobytes())
+    assert digest.hexdigest()[:16] == "2ca3bf9b3a7479c0"     # recorded with the code before the rules
+    emc, _ = recipes.build_datasets(replace(recipes.EMC_WINTER, num_scenes=64, epoch_len=8), {}, seed=3)
+    assert emc.target_filter == recipes.EMC_WINTER.target_filter
+    for i in range(8):
+        area = emc[i]["instances"].sum().item()
+        assert 82 < area < 0.85 * 112 * 112

@@ -8,13 +8,15 @@ trainer has it.
 
 Two rules choose the click's polarity: ``larger`` (RITM, SimpleClick, SkipClick) clicks into the
 larger error; ``proportional`` (EMC-Click's trainer) draws it, positive with probability
-``fn / (fn + fp)`` of the two largest error distances.
+``fn / (fn + fp)`` of the two largest error distances. Two layouts write the clicks:
+``add_next_clicks`` by click number (RITM's trainer), ``add_next_clicks_per_polarity`` by the
+count of each polarity (EMC-Click's trainer).
 """
 from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 import torch
@@ -51,6 +53,43 @@ def add_next_clicks(probs: Tensor, gt: Tensor, points: Tensor, click_index: int,
         raise ValueError(f"click_index counts the added clicks from 1 and must stay below the {num_points} rows "
                          f"per polarity (num_max_points), got {click_index}; simulate fewer clicks or sample "
                          "with more points")
+
+    def by_click(clicks: Tensor, positive: bool) -> Tuple[bool, int, int]:
+        return positive, (num_points if positive else 2 * num_points) - click_index, click_index
+
+    return _add_clicks(probs, gt, points, rng, threshold, polarity, by_click)
+
+
+def add_next_clicks_per_polarity(probs: Tensor, gt: Tensor, points: Tensor, rng: np.random.Generator,
+                                 threshold: float = PRED_THRESHOLD, polarity: str = "proportional") -> Tensor:
+    """``add_next_clicks`` with EMC-Click's rows (``get_rough_next_points`` of the authors'
+    ``isegm/engine/clickatt_trainer_batchconsistant.py``, github.com/feiaxyt/EMC-Click e660ad0):
+    the k-th simulated click of a polarity gets index k and row ``N - k`` (positive) or ``2N - k``
+    (negative). The simulated clicks already there are the rows of index 1 or more (the sampled
+    first click has index 0). A polarity whose rows are full (N - 1 positive: row 0 holds the
+    first click; N negative) gives way to the other; with both full the sample gets no click.
+    """
+    num_points = points.shape[1] // 2
+
+    def per_polarity(clicks: Tensor, positive: bool) -> Optional[Tuple[bool, int, int]]:
+        num_pos = int((clicks[:num_points, 2] >= 1).sum())
+        num_neg = int((clicks[num_points:, 2] >= 1).sum())
+        if num_pos >= num_points - 1 and num_neg >= num_points:
+            return None
+        positive = (positive or num_neg >= num_points) and num_pos < num_points - 1
+        count = (num_pos if positive else num_neg) + 1
+        return positive, (num_points if positive else 2 * num_points) - count, count
+
+    return _add_clicks(probs, gt, points, rng, threshold, polarity, per_polarity)
+
+
+RowRule = Callable[[Tensor, bool], Optional[Tuple[bool, int, int]]]
+
+
+def _add_clicks(probs: Tensor, gt: Tensor, points: Tensor, rng: np.random.Generator, threshold: float,
+                polarity: str, row_rule: RowRule) -> Tensor:
+    """One click per sample by the ``polarity`` rule; ``row_rule(sample's clicks [2N, 3], positive)``
+    gives the click's final polarity, row and index, or None for no click."""
     if polarity not in POLARITIES:
         raise ValueError(f"click polarity rule {polarity!r}: expected one of {', '.join(POLARITIES)}")
     probs_np = probs.detach().float().cpu().numpy()[:, 0]
@@ -68,13 +107,16 @@ def add_next_clicks(probs: Tensor, gt: Tensor, points: Tensor, click_index: int,
             continue
         else:
             positive = bool(rng.random() < fn_max / (fn_max + fp_max))
+        slot = row_rule(out[b], positive)
+        if slot is None:
+            continue
+        positive, row, index = slot
         # the inner half of the chosen error, by the larger error's distance (empty: no click)
         candidates = np.argwhere((fn_dist if positive else fp_dist) > max(fn_max, fp_max) / 2.0)
         if len(candidates) == 0:
             continue
         y, x = candidates[rng.integers(len(candidates))]
-        row = num_points - click_index if positive else 2 * num_points - click_index
-        out[b, row] = torch.tensor([float(y), float(x), float(click_index)], dtype=out.dtype)
+        out[b, row] = torch.tensor([float(y), float(x), float(index)], dtype=out.dtype)
     return out.to(points.device)
 
 

@@ -10,7 +10,9 @@ samples, learning rate x0.1 at epochs 50 and 55, batch 32. A model file picks a 
 COCO+LVIS, 320x480 crops, first click only from the sampler and up to 23 simulated ones (fewer
 more likely), three loss terms, Adam 1e-3 with the backbone at 0.1x, 230 epochs of 30,000 samples,
 x0.1 at epochs 200 and 220, batch 64 (their training scripts' ``--batch-size``; the model scripts
-default to 32).
+default to 32), and their dataset's target rules (``TargetFilter``: samples without an object
+redrawn, target components under 900 px erased, targets of at most 1000 px or at least 85 % of
+the crop redrawn).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from torch import nn
 
 from ..data.points_sampler import FirstPointSampler, MultiPointSampler
 from ..data.augmentation import training_augmentation, validation_augmentation
+from ..data.datasets.training import TargetFilter
 from .losses import MultiTermLoss, NormalizedFocalLossSigmoid, SigmoidBinaryCrossEntropyLoss
 from .optimizer import get_optimizer
 from .trainer import Trainer, TrainerConfig
@@ -40,6 +43,7 @@ class Recipe:
     empty for one normalized focal loss on the step's logits, else ``(name, output, criterion,
     weight)`` with criterion ``nfl`` (alpha ``nfl_alpha``, gamma ``nfl_gamma``) or ``bce``.
     ``lr_mults``: ``(parameter-name prefix, multiplier)``, the longest prefix deciding.
+    ``target_filter``: EMC-Click's target rules for the training and validation sets, None for none.
     """
 
     dataset: str = "cocolvis"
@@ -51,6 +55,7 @@ class Recipe:
     val_epoch_len: int = 2000
     validation: bool = False
     min_object_area: int = 1000
+    target_filter: Optional[TargetFilter] = None
     keep_background_prob: float = 0.05
     stuff_prob: float = 0.30
     prob_gamma: float = 0.80
@@ -107,19 +112,31 @@ EMC_SEGFORMER_LR_MULTS = (("feature_extractor.backbone.", 0.1),)
 # (0.4 x BCE on HRNet-OCR's upsampled soft-region logits) and instance_refine_loss (their WFNL
 # without pixel weights, which is the NFL, on the refined output).
 EMC_LOSS_TERMS = (("coarse", "coarse", "nfl", 1.0), ("aux", "aux", "bce", 0.4), ("refined", "instances", "nfl", 1.0))
+EMC_CROP_SIZE = (320, 480)
+
+
+def emc_target_filter(crop_size: Tuple[int, int]) -> TargetFilter:
+    """The authors' target rules (900 px components, 1000 px targets, 85 % of the crop) for their
+    320 x 480 crop; for another crop the pixel limits scale with its area, so that they cut the
+    same share of the crop (the generated close-ups' targets are a few thousand pixels)."""
+    scale = crop_size[0] * crop_size[1] / (EMC_CROP_SIZE[0] * EMC_CROP_SIZE[1])
+    return TargetFilter(min_component_area=round(900 * scale), min_area=round(1000 * scale), max_fraction=0.85)
+
+
 EMC_HRNET = replace(
-    COCOLVIS, crop_size=(320, 480), batch_size=64, epochs=230, milestones=(200, 220), lr=1e-3,
+    COCOLVIS, crop_size=EMC_CROP_SIZE, batch_size=64, epochs=230, milestones=(200, 220), lr=1e-3,
     keep_background_prob=0.0, stuff_prob=0.2, points_sampler="first", max_num_next_clicks=23,
     next_clicks_gamma=0.8, click_polarity="proportional", loss_terms=EMC_LOSS_TERMS, lr_mults=EMC_HRNET_LR_MULTS,
-    checkpoint_interval=((0, 5), (200, 1)), image_dump_interval=3000)
+    checkpoint_interval=((0, 5), (200, 1)), image_dump_interval=3000, target_filter=emc_target_filter(EMC_CROP_SIZE))
 EMC_HR32 = replace(EMC_HRNET, lr=8e-4)                      # hrnet32_att_cclvis.py
 EMC_SEGFORMER = replace(EMC_HRNET, loss_terms=EMC_LOSS_TERMS[::2], lr_mults=EMC_SEGFORMER_LR_MULTS)   # no aux head
 EMC_SEGB3 = replace(EMC_SEGFORMER, lr=2e-3)                # segformerB3_att_cclvis.py
 # EMC-Click on the generated winter scenes (models/emcclick/tiny.py): the quickstart's close-ups
-# and scale, EMC-Click's clicks and losses, up to 7 simulated clicks.
+# and scale, EMC-Click's clicks, losses and target rules (scaled to the 112 px crop: 74 px
+# components, 82 px targets), up to 7 simulated clicks.
 EMC_WINTER = replace(WINTER, epochs=6, milestones=(5,), points_sampler="first", max_num_next_clicks=7,
                      next_clicks_gamma=0.8, click_polarity="proportional", loss_terms=EMC_LOSS_TERMS, nfl_gamma=2.0,
-                     lr=1e-3)
+                     lr=1e-3, target_filter=emc_target_filter(WINTER.crop_size))
 
 SAMPLERS = {"multi": MultiPointSampler, "first": FirstPointSampler}
 CRITERIA = ("nfl", "bce")
@@ -180,6 +197,9 @@ def build_datasets(recipe: Recipe, cfg: Dict[str, Any], seed: int = 0) -> Tuple[
         val = None
     else:
         raise ValueError(f"unknown recipe dataset {recipe.dataset!r}; known: cocolvis, sbd, coco, winter")
+    for dataset in (train, val):
+        if dataset is not None:
+            dataset.target_filter = recipe.target_filter
     return train, val
 
 

@@ -7,7 +7,8 @@ Per batch:
 2. without gradients and in eval mode, the base network runs once on the image and the first
    click; then for each simulated click the correction network refines, fed back its own
    previous refined 1/4-resolution logits (the coarse logits the first time), and one more
-   click goes into the error;
+   click goes into the error, written into the next free row of its polarity as theirs
+   (``add_next_clicks_per_polarity``);
 3. with gradients and in train mode, the base network runs again on the same image and first
    click (its output does not depend on the later clicks), and the correction network takes all
    clicks with the last refined logits of step 2 as its previous mask (the fresh coarse logits,
@@ -28,7 +29,7 @@ from torch import Tensor, nn
 from .model import EMCClick, EMCState
 from .corrector import resize_ac
 from .model import first_click_points
-from ...engine.click_simulation import add_next_clicks
+from ...engine.click_simulation import add_next_clicks_per_polarity
 
 if TYPE_CHECKING:
     from ...engine.trainer import TrainerConfig
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 class EMCClickTraining(nn.Module):
     """One EMC-Click training forward (see the module docstring). A module so that
     DistributedDataParallel sees the whole step as its forward. ``polarity``: the simulated
-    clicks' rule (``add_next_clicks``; the authors' is ``proportional``)."""
+    clicks' rule (``add_next_clicks_per_polarity``; the authors' is ``proportional``)."""
 
     def __init__(self, model: EMCClick, polarity: str = "proportional") -> None:
         super().__init__()
@@ -60,10 +61,10 @@ class EMCClickTraining(nn.Module):
             model.eval()   # the simulated user sees the model as it predicts (BN statistics, no dropout)
             with torch.no_grad():
                 state = model.encode_image(images, points)
-                for click_index in range(1, num_clicks + 1):
+                for _ in range(num_clicks):
                     logits = model.correct(state, points).logits
-                    points = add_next_clicks(torch.sigmoid(logits.float()), gt, points, click_index, rng,
-                                             polarity=self.polarity)
+                    points = add_next_clicks_per_polarity(torch.sigmoid(logits.float()), gt, points, rng,
+                                                          polarity=self.polarity)
                 prev_logits_lr = state.prev_logits_lr
             model.train(was_training)
         image, base = model.run_base(images, points)
