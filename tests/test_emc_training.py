@@ -351,9 +351,12 @@ def test_imagenet_backbone_loading(tmp_path, config):
 
 
 def test_model_file_settings(tmp_path):
-    """No ImageNet key: a warning and random weights; --weights: a checkpoint our trainer wrote."""
-    with pytest.warns(UserWarning, match="HRNETV2_W18_SMALL_WEIGHTS"):
-        model = emc_from_settings("hr18s", {})
+    """No ImageNet key: an error naming it, the file and its source, unless from scratch is chosen;
+    --weights: a checkpoint our trainer wrote."""
+    with pytest.raises(FileNotFoundError, match="HRNETV2_W18_SMALL_WEIGHTS is not set.*hrnet_w18_small_model_v2.pth"
+                                                ".*--from-scratch"):
+        emc_from_settings("hr18s", {})
+    model = emc_from_settings("hr18s", {"from_scratch": True})
     assert isinstance(model, EMCClick) and model.config == EMC_CONFIGS["hr18s"]
     trained = tiny_emc(5)
     save_checkpoint(trained, tmp_path / "last.pth", epoch=3)

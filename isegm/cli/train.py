@@ -41,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="start from these weights (any checkpoint load_checkpoint reads; "
                    "default: the model file's initialisation)")
     p.add_argument("--from-scratch", action="store_true", help="start every weight random, the backbone's too "
-                   "(SkipClick models; default: the pretrained backbone named in config.yml; a model file may set "
-                   "FROM_SCRATCH = True)")
+                   "(default: the pretrained backbone named in config.yml; without it the run stops; a model file may "
+                   "set FROM_SCRATCH = True)")
     p.add_argument("--temp-model-path", default="", help="accepted for compatibility; no effect")
     p.add_argument("--local_rank", "--local-rank", type=int, default=0, help="accepted for compatibility (older "
                    "launchers set it); no effect: torchrun's LOCAL_RANK is used")

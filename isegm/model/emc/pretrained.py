@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Union
 
@@ -165,7 +164,8 @@ def emc_from_settings(config: Union[str, EMCConfig], cfg: Mapping[str, Any]) -> 
     """The model a model file's ``init_model(cfg)`` builds for ``train.py``: ``config`` (a name of
     ``EMC_CONFIGS`` or a config) with the weights of ``cfg['weights']`` (``--weights``) when given;
     otherwise the authors' initialisation and, for a released config, the ImageNet backbone named
-    by its ``config.yml`` key (a warning when that key is not set)."""
+    by its ``config.yml`` key. A released config whose key is not set stops with the file to get,
+    unless training from scratch is chosen (``cfg['from_scratch']``: ``--from-scratch``)."""
     name = config if isinstance(config, str) else ""
     if name and name not in EMC_CONFIGS:
         raise ValueError(f"unknown EMC-Click model {name!r}; known: {', '.join(EMC_CONFIGS)}")
@@ -174,10 +174,11 @@ def emc_from_settings(config: Union[str, EMCConfig], cfg: Mapping[str, Any]) -> 
         return load_emc_weights(model, cfg["weights"])
     init_for_training(model)
     spec = IMAGENET_WEIGHTS.get(name)
-    if spec is None:
+    if spec is None or cfg.get("from_scratch") or cfg.get("resume_from"):
         return model
-    if cfg.get(spec.config_key):
-        return load_imagenet_backbone(model, cfg[spec.config_key], name)
-    warnings.warn(f"config key {spec.config_key} is not set: the {name} backbone starts from random weights, "
-                  f"the authors start from ImageNet weights ({spec.file_name}, {spec.source})", stacklevel=2)
-    return model
+    if not cfg.get(spec.config_key):
+        raise FileNotFoundError(
+            f"{spec.config_key} is not set, so the {name} backbone would start from random weights (the authors start "
+            f"from ImageNet weights): download {spec.file_name} from {spec.source} and set {spec.config_key} in the "
+            f"config file (or SKIPCLICK_{spec.config_key}); to train from scratch on purpose, pass --from-scratch")
+    return load_imagenet_backbone(model, cfg[spec.config_key], name)
