@@ -110,7 +110,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     print("|---|---|---|---|")
     for run in runs:
         by = " / ".join(f"{run['seconds_by_clicks'][str(c)]:.2f}" for c in range(MAX_CLICKS + 1))
-        name = "once per batch (ours)" if run["reuse_features"] else "per click iteration (authors')"
+        name = "features reused (ours)" if run["reuse_features"] else "per click iteration (authors')"
         print(f"| {name} | {run['samples_per_second']:.3f} | {run['seconds_per_step']:.2f} | {by} |")
     print(f"\nreuse speedup: {result['reuse_speedup']:.2f}x")
     if args.json:

@@ -103,7 +103,7 @@ def test_train_benchmark_smoke(tmp_path, capsys):
     spec.loader.exec_module(module)
     out = tmp_path / "train.json"
     result = module.main(["--size", "28", "--batch-size", "1", "--steps", "4", "--warmup", "0", "--json", str(out)])
-    assert "once per batch (ours)" in capsys.readouterr().out
+    assert "features reused (ours)" in capsys.readouterr().out
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert [run["reuse_features"] for run in result["runs"]] == [True, False]
     for run in result["runs"]:

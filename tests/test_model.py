@@ -274,7 +274,7 @@ def test_model_files_select_their_variant():
     for path in sorted((REPO / "models").glob("*/*.py")):
         if path.parent.name != "emcclick":   # the EMC-Click family's files: tests/test_emc_training.py
             assert _load_script(path).VARIANT in VARIANTS, path
-    model = _load_script(REPO / "models" / "iter_mask" / "skipclick_depth2.py").init_model({})
+    model = _load_script(REPO / "models" / "iter_mask" / "skipclick_depth2.py").init_model({"from_scratch": True})
     assert len(model.backbone_mix.blocks) == 2
 
 
@@ -296,8 +296,9 @@ def test_model_files_keep_the_variants_head_width_for_each_upsample_setting():
     """train.py --upsample: the authors' 256 / 128 / 64 channels for the paper rows; the tiny
     model keeps its own width (64 x factor) instead of being widened to the paper's."""
     from isegm.model.skipclick import model_from_settings
-    assert model_from_settings("intermediate_features", {"upsample": "x2"}).config.head_channels == 128
-    assert [model_from_settings("tiny", {"upsample": u}).config.head_channels for u in ("x1", "x4")] == [64, 16]
+    scratch = {"from_scratch": True}
+    assert model_from_settings("intermediate_features", {"upsample": "x2", **scratch}).config.head_channels == 128
+    assert [model_from_settings("tiny", {"upsample": u, **scratch}).config.head_channels for u in ("x1", "x4")] == [64, 16]
 
 
 def test_dinov3_variant_runs_on_its_patch_size():

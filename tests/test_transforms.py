@@ -58,15 +58,32 @@ def test_random_crop_takes_the_same_window_everywhere():
         assert crop_image.shape == (20, 25, 3) and crop_masks.shape == (20, 25, 2)
         codes = decode(crop_image)
         top, left = divmod(int(codes[0, 0]), 40)
+        # albumentations' get_random_crop_coords (since 1.1): int((H - h + 1) * u), u then v.
+        u, v = np.random.default_rng(seed).random(2)
+        assert (top, left) == (int((30 - 20 + 1) * u), int((40 - 25 + 1) * v))
         assert np.array_equal(codes, decode(image)[top:top + 20, left:left + 25])
         assert np.array_equal(crop_masks[:, :, 1], codes + 1)
         tops.add(top)
         lefts.add(left)
-    # int((H - h) * u) with u in [0, 1): every offset but the last (albumentations).
-    assert tops == set(range(10)) and lefts == set(range(15))
+    # Every offset 0 ... H - h, the last one included, and none beyond.
+    assert tops == set(range(30 - 20 + 1)) and lefts == set(range(40 - 25 + 1))
     assert RandomCrop(30, 40)(image, masks, np.random.default_rng(0))[0] is not image   # a copy, not a view
     with pytest.raises(ValueError, match="larger than"):
         RandomCrop(31, 40)(image, masks, np.random.default_rng(0))
+
+
+def test_random_crop_of_albumentations_before_1_1_never_takes_the_last_offset():
+    """EMC-Click's authors pin albumentations 0.5.1: int((H - h) * u)."""
+    image, masks = marked(30, 40)
+    tops, lefts = set(), set()
+    for seed in range(200):
+        top, left = divmod(int(decode(RandomCrop(20, 25, last_offset=False)(image, masks,
+                                                                         np.random.default_rng(seed))[0])[0, 0]), 40)
+        u, v = np.random.default_rng(seed).random(2)
+        assert (top, left) == (int((30 - 20) * u), int((40 - 25) * v))
+        tops.add(top)
+        lefts.add(left)
+    assert tops == set(range(30 - 20)) and lefts == set(range(40 - 25))
 
 
 def test_uniform_random_resize_scales_image_bilinear_and_masks_nearest():

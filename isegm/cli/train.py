@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "learning-rate schedule and logs)")
     p.add_argument("--weights", default=None, help="start from these weights (any checkpoint load_checkpoint reads; "
                    "default: the model file's initialisation)")
+    p.add_argument("--from-scratch", action="store_true", help="start every weight random, the backbone's too "
+                   "(SkipClick models; default: the pretrained backbone named in config.yml; a model file may set "
+                   "FROM_SCRATCH = True)")
     p.add_argument("--temp-model-path", default="", help="accepted for compatibility; no effect")
     p.add_argument("--local_rank", "--local-rank", type=int, default=0, help="accepted for compatibility (older "
                    "launchers set it); no effect: torchrun's LOCAL_RANK is used")
@@ -70,6 +73,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                 f"torchrun --nproc-per-node={args.ngpus} --no-python skipclick-train {args.model_path} ...")
     if args.grad_accumulation < 1:
         p.error("--grad-accumulation must be at least 1")
+    if args.from_scratch and args.weights:
+        p.error("--from-scratch and --weights exclude each other: choose random or given starting weights")
     if args.dtype == "fp16":
         p.error("--dtype fp16: training runs in fp32 or bf16 (fp16 would need loss scaling); use --dtype bf16")
     return args
@@ -122,6 +127,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         print(f"experiment: {exp_path}")
     try:
         model_file.main(cfg)
+    except FileNotFoundError as err:   # a missing weights file or dataset: its message says the fix
+        exit_error(str(err))
     finally:
         dist_utils.shutdown()
 

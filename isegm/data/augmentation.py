@@ -100,18 +100,24 @@ class PadIfNeeded:
 
 
 class RandomCrop:
-    """A ``height`` x ``width`` window at a random place: top ``int((H - height) * u)``, left
-    ``int((W - width) * v)`` with ``u, v`` uniform in [0, 1) (albumentations' ``RandomCrop``)."""
+    """A ``height`` x ``width`` window at a random place: top ``int((H - height + 1) * u)``, left
+    ``int((W - width + 1) * v)`` with ``u, v`` uniform in [0, 1): every offset 0 ... H - height
+    equally likely, the last one included (albumentations' ``RandomCrop`` since 1.1, its
+    ``get_random_crop_coords``; SkipClick's authors use 1.4). ``last_offset=False``: the formula of
+    albumentations before 1.1, ``int((H - height) * u)``, which never draws the last offset
+    (EMC-Click's authors pin 0.5.1)."""
 
-    def __init__(self, height: int, width: int) -> None:
+    def __init__(self, height: int, width: int, last_offset: bool = True) -> None:
         self.height, self.width = height, width
+        self.last_offset = last_offset
 
     def __call__(self, image: np.ndarray, masks: np.ndarray, rng: np.random.Generator) -> Arrays:
         H, W = image.shape[:2]
         if H < self.height or W < self.width:
             raise ValueError(f"crop {self.height}x{self.width} is larger than the {H}x{W} image; pad it first")
-        top = int((H - self.height) * rng.random())
-        left = int((W - self.width) * rng.random())
+        extra = 1 if self.last_offset else 0
+        top = int((H - self.height + extra) * rng.random())
+        left = int((W - self.width + extra) * rng.random())
         window = (slice(top, top + self.height), slice(left, left + self.width))
         # Copies, so that the sample never holds a view into the dataset's original arrays.
         return image[window].copy(), masks[window].copy()
@@ -158,21 +164,22 @@ class RGBShift:
 
 
 def training_augmentation(crop_size: Tuple[int, int] = (448, 448),
-                          scale_range: Tuple[float, float] = (0.75, 1.40)) -> Compose:
+                          scale_range: Tuple[float, float] = (0.75, 1.40), crop_last_offset: bool = True) -> Compose:
     """SkipClick's training pipeline: rescale by a factor in ``scale_range``, flip, pad and crop
-    to ``crop_size`` (H, W), then colour jitter. The result is always ``crop_size``."""
+    to ``crop_size`` (H, W), then colour jitter. The result is always ``crop_size``.
+    ``crop_last_offset``: ``RandomCrop``'s ``last_offset``."""
     height, width = crop_size
     return Compose([
         UniformRandomResize(scale_range),
         HorizontalFlip(),
         PadIfNeeded(height, width),
-        RandomCrop(height, width),
+        RandomCrop(height, width, crop_last_offset),
         RandomBrightnessContrast(brightness_limit=(-0.25, 0.25), contrast_limit=(-0.15, 0.4), p=0.75),
         RGBShift(r_shift_limit=10, g_shift_limit=10, b_shift_limit=10, p=0.75),
     ])
 
 
-def validation_augmentation(crop_size: Tuple[int, int]) -> Compose:
+def validation_augmentation(crop_size: Tuple[int, int], crop_last_offset: bool = True) -> Compose:
     """Pad and randomly crop to ``crop_size`` (H, W), nothing else."""
     height, width = crop_size
-    return Compose([PadIfNeeded(height, width), RandomCrop(height, width)])
+    return Compose([PadIfNeeded(height, width), RandomCrop(height, width, crop_last_offset)])

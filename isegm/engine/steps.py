@@ -10,7 +10,8 @@ builds it from the trainer's settings.
 The trainer takes a model's step from its family's registry record (``click_step_for``,
 ``isegm.model.families``); a model of no registered family trains with ``ClickTraining``, which
 needs only the RITM family's ``model(cat([image, prev_mask], 1), points)['instances']`` (and
-``encode_image`` / ``decode`` for feature reuse).
+``encode_image`` / ``decode`` for feature reuse, with ``stochastic_encoding`` to say whether the
+encoding is random in train mode, so that one encoding can serve the clicks and the prediction).
 """
 from __future__ import annotations
 
@@ -45,23 +46,42 @@ class ClickTraining(nn.Module):
 
     def forward(self, images: Tensor, points: Tensor, gt: Tensor, num_clicks: int,
                 rng: np.random.Generator) -> Tuple[Tensor, Tensor]:
-        """Logits ``[B, 1, H, W]`` after ``num_clicks`` extra clicks, and the points used."""
+        """Logits ``[B, 1, H, W]`` after ``num_clicks`` extra clicks, and the points used.
+
+        As the authors' trainer: the simulated clicks come from the model in eval mode, the
+        trained prediction from the model in its own mode. With ``reuse_features`` one encoding
+        serves both where that is exact; a model in train mode whose encoding is random there
+        (``stochastic_encoding``) is encoded twice: in eval mode without gradients for the clicks,
+        in train mode (its own random draw) for the prediction.
+        """
         model = self.model
         prev = images.new_zeros(images.shape[0], 1, *images.shape[-2:])
-        features = model.encode_image(images) if self.reuse_features else None
+        shared = self.reuse_features and not (model.training and stochastic_encoding(model))
+        features = model.encode_image(images) if shared else None
         if num_clicks:
             was_training = model.training
-            model.eval()   # the simulated user sees the model as it predicts (no dropout)
+            model.eval()   # the simulated user sees the model as it predicts (no dropout, no RoPE jitter)
             with torch.no_grad():
+                click_features = features
+                if click_features is None and self.reuse_features:
+                    click_features = model.encode_image(images)
                 for click_index in range(1, num_clicks + 1):
-                    logits = model.decode(features, points, prev) if features is not None else \
+                    logits = model.decode(click_features, points, prev) if click_features is not None else \
                         model(torch.cat([images, prev], 1), points)["instances"]
                     prev = torch.sigmoid(logits.float())
                     points = add_next_clicks(prev, gt, points, click_index, rng, polarity=self.polarity)
             model.train(was_training)
+        if self.reuse_features and features is None:
+            features = model.encode_image(images)
         if features is None:
             return model(torch.cat([images, prev], 1), points)["instances"], points
         return model.decode(features, points, prev), points
+
+
+def stochastic_encoding(model: nn.Module) -> bool:
+    """Whether ``model.encode_image`` in train mode may differ from eval mode (the model's
+    ``stochastic_encoding``; True for a model that does not say, so that reuse stays exact)."""
+    return bool(getattr(model, "stochastic_encoding", True))
 
 
 def click_step_for(model: nn.Module, config: "TrainerConfig") -> nn.Module:

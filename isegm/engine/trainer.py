@@ -4,9 +4,10 @@ Per batch: draw how many clicks to simulate (0 to ``max_num_next_clicks``); the 
 click-training step (``isegm.engine.steps``, chosen by the model's class) makes them without
 gradients, each from the previous prediction, then predicts with gradients; the loss takes the
 step's outputs. For SkipClick the image encoding does not depend on the clicks, so it is computed
-once per batch and reused across the click iterations (the authors' trainer re-runs the whole
-network, backbone included, for every iteration; ``reuse_features=False`` does that too, for
-comparison). A loss with several terms (``MultiTermLoss``) is logged term by term.
+once per batch and reused across the click iterations (twice for a backbone random in train
+mode, DINOv3: in eval mode for the simulated clicks, in train mode for the prediction). The authors'
+trainer re-runs the whole network, backbone included, for every iteration; ``reuse_features=False``
+does that too, for comparison. A loss with several terms (``MultiTermLoss``) is logged term by term.
 
 Reproducible: data draws are keyed by (seed, epoch, index) and click draws by (seed, epoch,
 step, rank), so a resumed run (``Trainer.resume``) gives the weights of an uninterrupted one.

@@ -12,11 +12,12 @@ VARIANT = "tiny"
 MODEL_NAME = "tiny"
 
 RECIPE = WINTER
+FROM_SCRATCH = True   # no pretrained backbone: every weight starts random, on purpose
 
 
 def init_model(cfg: dict):
     """The untrained tiny model (``--weights`` to start from a checkpoint)."""
-    return model_from_settings(VARIANT, cfg)
+    return model_from_settings(VARIANT, cfg, from_scratch=FROM_SCRATCH)
 
 
 def main(cfg: dict) -> None:

@@ -31,6 +31,13 @@ class DinoViT(nn.Module):
         ])
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
 
+    @property
+    def stochastic_in_training(self) -> bool:
+        """Whether a forward in train mode draws random numbers, so that it differs from the
+        eval-mode forward of the same input (DINOv3's RoPE coordinate rescaling). False here:
+        these blocks have no dropout, so train and eval mode give the same tokens."""
+        return False
+
     def prepare_tokens(self, x: Tensor) -> Tuple[Tensor, Optional[Rope]]:
         """``[B,3,H,W]`` normalised image -> tokens ``[B, prefix + N, C]`` and rope tables."""
         raise NotImplementedError

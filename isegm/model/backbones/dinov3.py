@@ -57,6 +57,11 @@ class DinoV3(DinoViT):
         self.mask_token = nn.Parameter(torch.zeros(1, embed_dim))
         self.rope_embed = RopePositionEmbedding(embed_dim // num_heads)
 
+    @property
+    def stochastic_in_training(self) -> bool:
+        """True while the RoPE coordinates are rescaled at random in train mode."""
+        return self.rope_embed.rescale_coords is not None
+
     def prepare_tokens(self, x: Tensor) -> Tuple[Tensor, Optional[Rope]]:
         grid = self.grid_size(x)
         tokens = self.patch_embed(x)

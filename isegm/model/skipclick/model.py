@@ -168,6 +168,12 @@ class SkipClick(nn.Module):
         if config.freeze_backbone:
             self.feature_extractor.requires_grad_(False)
 
+    @property
+    def stochastic_encoding(self) -> bool:
+        """Whether ``encode_image`` in train mode differs from eval mode: its backbone draws random
+        numbers in training (DINOv3's RoPE rescaling; nothing else image-only does)."""
+        return self.feature_extractor.vit.stochastic_in_training
+
     def encode_image(self, image: Tensor, points: Optional[Tensor] = None) -> ImageFeatures:
         """Run everything image-only: ``image`` float ``[B, 3, H, W]`` in [0, 1], H and W multiples
         of the patch size (14 for DINOv2, 16 for DINOv3). ``points`` is not read: the families'

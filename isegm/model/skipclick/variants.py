@@ -67,6 +67,19 @@ def missing_weights_message(path: PathLike, what: str, source: str, config_key: 
             "Nothing is downloaded at run time.")
 
 
+def unset_weights_message(backbone: str, config_key: str) -> str:
+    """Why a model file will not build ``backbone`` from random weights: the config key to set,
+    the release file and where to get it, and how to train from scratch on purpose."""
+    scratch = "pass --from-scratch (or set FROM_SCRATCH = True in the model file)"
+    spec = BACKBONES[backbone]
+    if not spec.weights_file:
+        return (f"the {backbone} backbone has no pretrained file ({config_key} is not set): to train it "
+                f"from scratch, {scratch}.")
+    return (f"{config_key} is not set, so the {backbone} backbone would start from random weights: download "
+            f"{spec.weights_file} from {spec.weights_source} and set its path as {config_key} in config.yml "
+            f"(or the environment variable SKIPCLICK_{config_key}); to train from scratch on purpose, {scratch}.")
+
+
 def _require_backbone_file(backbone: str, path: PathLike) -> None:
     spec = BACKBONES[backbone]
     if not os.path.isfile(path):
@@ -101,11 +114,18 @@ def build_skipclick(variant: str = "skipclick", backbone_weights: Optional[PathL
     return model
 
 
-def model_from_settings(variant: str, cfg: Mapping[str, Any]) -> SkipClick:
+def model_from_settings(variant: str, cfg: Mapping[str, Any], from_scratch: bool = False) -> SkipClick:
     """The model a model file's ``init_model(cfg)`` builds for ``train.py``: the variant with the
-    head for ``cfg['upsample']``; the weights of ``cfg['weights']`` (``--weights``) when given,
-    else the pretrained backbone named by ``<FAMILY>_WEIGHTS`` (``DINOV2_WEIGHTS`` /
-    ``DINOV3_WEIGHTS`` in config.yml) when that key is set."""
+    head for ``cfg['upsample']``, and its starting weights, one of:
+
+    - those of ``cfg['weights']`` (``--weights``) when given;
+    - none when resuming (``cfg['resume_from']``: the trainer loads the checkpoint);
+    - random ones when training from scratch is chosen (``from_scratch``: the model file's
+      ``FROM_SCRATCH``, or ``cfg['from_scratch']``: ``--from-scratch``);
+    - else the pretrained backbone named by ``<FAMILY>_WEIGHTS`` (``DINOV2_WEIGHTS`` /
+      ``DINOV3_WEIGHTS`` in config.yml), an error when that key is not set: days of training
+      from a random backbone would give a useless model.
+    """
     upsample = cfg.get("upsample") or "x1"
     if upsample not in UPSAMPLE_FACTORS:
         raise ValueError(f"upsample {upsample!r}: expected one of {', '.join(UPSAMPLE_FACTORS)}")
@@ -118,5 +138,10 @@ def model_from_settings(variant: str, cfg: Mapping[str, Any]) -> SkipClick:
         model = build_skipclick(variant, **overrides)
         model.load_state_dict(load_checkpoint(cfg["weights"]).state_dict())
         return model
-    key = backbone_config_key(variant_config(variant).backbone)
-    return build_skipclick(variant, backbone_weights=cfg.get(key), **overrides)
+    if from_scratch or cfg.get("from_scratch") or cfg.get("resume_from"):
+        return build_skipclick(variant, **overrides)
+    backbone = variant_config(variant).backbone
+    key = backbone_config_key(backbone)
+    if not cfg.get(key):
+        raise FileNotFoundError(unset_weights_message(backbone, key))
+    return build_skipclick(variant, backbone_weights=cfg[key], **overrides)
