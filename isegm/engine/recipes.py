@@ -44,6 +44,7 @@ class Recipe:
     weight)`` with criterion ``nfl`` (alpha ``nfl_alpha``, gamma ``nfl_gamma``) or ``bce``.
     ``lr_mults``: ``(parameter-name prefix, multiplier)``, the longest prefix deciding.
     ``target_filter``: EMC-Click's target rules for the training and validation sets, None for none.
+    ``crop_last_offset``: ``RandomCrop``'s ``last_offset`` (the albumentations the authors pinned).
     """
 
     dataset: str = "cocolvis"
@@ -62,6 +63,7 @@ class Recipe:
     merge_objects_prob: float = 0.15
     max_num_merged_objects: int = 2
     scale_range: Tuple[float, float] = (0.75, 1.40)
+    crop_last_offset: bool = True
     max_num_next_clicks: int = 3
     points_sampler: str = "multi"
     next_clicks_gamma: Optional[float] = None
@@ -127,16 +129,17 @@ EMC_HRNET = replace(
     COCOLVIS, crop_size=EMC_CROP_SIZE, batch_size=64, epochs=230, milestones=(200, 220), lr=1e-3,
     keep_background_prob=0.0, stuff_prob=0.2, points_sampler="first", max_num_next_clicks=23,
     next_clicks_gamma=0.8, click_polarity="proportional", loss_terms=EMC_LOSS_TERMS, lr_mults=EMC_HRNET_LR_MULTS,
-    checkpoint_interval=((0, 5), (200, 1)), image_dump_interval=3000, target_filter=emc_target_filter(EMC_CROP_SIZE))
+    checkpoint_interval=((0, 5), (200, 1)), image_dump_interval=3000, target_filter=emc_target_filter(EMC_CROP_SIZE),
+    crop_last_offset=False)   # albumentations 0.5.1 (their requirements.txt): the last offset never drawn
 EMC_HR32 = replace(EMC_HRNET, lr=8e-4)                      # hrnet32_att_cclvis.py
 EMC_SEGFORMER = replace(EMC_HRNET, loss_terms=EMC_LOSS_TERMS[::2], lr_mults=EMC_SEGFORMER_LR_MULTS)   # no aux head
 EMC_SEGB3 = replace(EMC_SEGFORMER, lr=2e-3)                # segformerB3_att_cclvis.py
 # EMC-Click on the generated winter scenes (models/emcclick/tiny.py): the quickstart's close-ups
-# and scale, EMC-Click's clicks, losses and target rules (scaled to the 112 px crop: 74 px
+# and scale, EMC-Click's clicks, losses, crop and target rules (scaled to the 112 px crop: 74 px
 # components, 82 px targets), up to 7 simulated clicks.
 EMC_WINTER = replace(WINTER, epochs=6, milestones=(5,), points_sampler="first", max_num_next_clicks=7,
                      next_clicks_gamma=0.8, click_polarity="proportional", loss_terms=EMC_LOSS_TERMS, nfl_gamma=2.0,
-                     lr=1e-3, target_filter=emc_target_filter(WINTER.crop_size))
+                     lr=1e-3, target_filter=emc_target_filter(WINTER.crop_size), crop_last_offset=False)
 
 SAMPLERS = {"multi": MultiPointSampler, "first": FirstPointSampler}
 CRITERIA = ("nfl", "bce")
@@ -166,8 +169,9 @@ def build_datasets(recipe: Recipe, cfg: Dict[str, Any], seed: int = 0) -> Tuple[
     """The training set and (when the recipe validates) the validation set."""
     sampler = points_sampler(recipe)
     common = dict(points_sampler=sampler, min_object_area=recipe.min_object_area, seed=seed)
-    train_aug = training_augmentation(recipe.crop_size, scale_range=recipe.scale_range)
-    val_aug = validation_augmentation(recipe.crop_size)
+    train_aug = training_augmentation(recipe.crop_size, scale_range=recipe.scale_range,
+                                      crop_last_offset=recipe.crop_last_offset)
+    val_aug = validation_augmentation(recipe.crop_size, crop_last_offset=recipe.crop_last_offset)
     if recipe.dataset == "cocolvis":
         from ..data.datasets.coco_lvis import CocoLvisDataset
         root = _path(cfg, "LVIS_v1_PATH")
