@@ -432,29 +432,38 @@ def test_target_filter_redraws_rejected_samples():
 
 
 def test_recipes_filter_targets_only_for_emc_click():
-    """SkipClick's recipes leave the targets as they were (the same samples for a seed as before
-    the rules existed); EMC-Click's carry the authors' values, scaled with the crop for the tiny one."""
-    import hashlib
+    """SkipClick's recipes leave the targets as they were: the same samples for a seed as the
+    sampling without the rules (augment, drop small objects, sample clicks); EMC-Click's carry the
+    authors' values (scaled with the crop for the tiny one) and their albumentations' crop."""
     from dataclasses import replace
 
+    from isegm.data.augmentation import RandomCrop
     from isegm.engine import recipes
 
     assert recipes.COCOLVIS.target_filter is None and recipes.SBD.target_filter is None
     assert recipes.WINTER.target_filter is None
+    assert recipes.COCOLVIS.crop_last_offset and recipes.WINTER.crop_last_offset
     for recipe in (recipes.EMC_HRNET, recipes.EMC_HR32, recipes.EMC_SEGFORMER, recipes.EMC_SEGB3):
         assert recipe.target_filter == TargetFilter(min_component_area=900, min_area=1000, max_fraction=0.85)
+        assert not recipe.crop_last_offset                    # albumentations 0.5.1
     assert recipes.EMC_WINTER.target_filter == TargetFilter(min_component_area=74, min_area=82, max_fraction=0.85)
+
     trainset, _ = recipes.build_datasets(replace(recipes.WINTER, num_scenes=64, epoch_len=8), {}, seed=3)
     assert trainset.target_filter is None
     trainset.set_epoch(1)
-    digest = hashlib.sha256()
     for i in range(8):
-        sample = trainset[i]
-        for key in ("images", "points", "instances"):
-            digest.update(sample[key].numpy().tobytes())
-    assert digest.hexdigest()[:16] == "2ca3bf9b3a7479c0"     # recorded with the code before the rules
+        rng = np.random.default_rng([3, 1, i])
+        sample = trainset.get_sample(int(rng.integers(64)), rng)
+        trainset._augment(sample, rng)
+        sample.remove_small_objects(trainset.min_object_area)
+        mask, points = trainset.points_sampler.sample(sample, rng)
+        got = trainset[i]
+        assert np.array_equal(got["instances"][0].numpy(), mask) and np.array_equal(got["points"].numpy(), points)
+
     emc, _ = recipes.build_datasets(replace(recipes.EMC_WINTER, num_scenes=64, epoch_len=8), {}, seed=3)
     assert emc.target_filter == recipes.EMC_WINTER.target_filter
+    crops = [t for t in emc.augmentation.transforms if isinstance(t, RandomCrop)]
+    assert len(crops) == 1 and not crops[0].last_offset
     for i in range(8):
         area = emc[i]["instances"].sum().item()
         assert 82 < area < 0.85 * 112 * 112

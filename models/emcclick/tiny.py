@@ -2,7 +2,7 @@
 minutes on a CPU (the EMC-Click counterpart of models/quickstart/tiny.py).
 
 HRNet-W18-small-v2 with a 32-wide OCR head and a 32-wide correction network (32 templates per
-polarity); 112 px close-ups; EMC-Click's clicks and losses (recipe EMC_WINTER).
+polarity); 112 px close-ups; EMC-Click's clicks, losses and target rules (recipe EMC_WINTER).
 """
 from isegm.engine.recipes import EMC_WINTER, train
 from isegm.model.emc import EMCConfig
