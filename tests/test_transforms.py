@@ -219,11 +219,3 @@ def test_compose_with_a_training_sample():
         kept.add(columns > 0)
     assert kept == {True, False}
 
-
-@pytest.mark.parametrize("name, last_offset", [("WINTER", True), ("EMC_WINTER", False)])
-def test_each_recipe_crops_as_its_authors_albumentations(name, last_offset):
-    """SkipClick's authors use albumentations 1.4 (the last offset drawn), EMC-Click's 0.5.1."""
-    from isegm.engine import recipes
-    train, _ = recipes.build_datasets(getattr(recipes, name), {})
-    crops = [t for t in train.augmentation.transforms if isinstance(t, RandomCrop)]
-    assert [c.last_offset for c in crops] == [last_offset]
