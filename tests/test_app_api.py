@@ -258,7 +258,7 @@ def test_a_failed_save_keeps_the_annotation(folder: Path, tmp_path: Path, tiny_m
         client.post("click", image="a.png", x=60, y=40, positive=True)
         (out / "masks").write_text("a file where the masks folder goes")
         failed = client.post("save", expect=500, image="a.png")
-        assert "cannot save 'a.png'" in failed["error"] and "kept in this session" in failed["error"]
+        assert "cannot save 'a.png'" in failed["error"] and "kept in memory" in failed["error"]
         (out / "masks").unlink()
         assert client.post("save", image="a.png")["unsaved"] == []
     assert (out / "masks/a.png/object_001.png").is_file()

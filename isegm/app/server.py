@@ -178,7 +178,7 @@ class AnnotationApp:
         name = self._image_name(request.get("image"))
         work = session.works.get(name)
         if work is None:
-            raise ApiError(409, f"image {name!r} is not open in this session; POST /api/open first")
+            raise ApiError(409, f"image {name!r} is not open; POST /api/open first")
         return work
 
     def _view(self, session: Session, work: ImageWork, masks: Optional[Sequence[int]] = None,
@@ -263,7 +263,7 @@ class AnnotationApp:
             written = self.store.save(work.name, *work.full_size, work.to_save())
         except OSError as err:
             raise ApiError(500, f"cannot save {work.name!r} under {str(self.store.root)!r} ({err}); the annotation is "
-                                "kept in this session: fix the folder (space, permissions) and save again") from None
+                                "kept in memory: fix the folder (space, permissions) and save again") from None
         work.dirty = False
         return self._view(session, work, [], written=[str(p.relative_to(self.store.root)) for p in written])
 

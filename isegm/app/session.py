@@ -45,7 +45,7 @@ class Step:
 
 @dataclass
 class AnnotatedObject:
-    """One object of an image: its clicks, and the results of the clicks made in this session.
+    """One object of an image: its clicks, and the results of the clicks made since the image was opened.
 
     A loaded object starts from its saved mask (``loaded_mask``, full size) and saved clicks;
     undo goes back to that start, not beyond. ``start_state`` is the predictor state before the
@@ -118,7 +118,7 @@ class ImageWork:
         for obj in self.objects:
             if obj.id == wanted:
                 return obj
-        raise NotFound(f"image {self.name!r} has no object {wanted!r} in this session")
+        raise NotFound(f"image {self.name!r} has no object {wanted!r}")
 
     def click(self, entry: PreparedImage, backend: Backend, y: float, x: float, positive: bool) -> float:
         """Add a click (full-image pixels) to the current object; returns the model's milliseconds."""
@@ -135,7 +135,7 @@ class ImageWork:
         return model_ms
 
     def undo(self) -> bool:
-        """Remove the current object's last click of this session; False if there is none."""
+        """Remove the current object's last click made since the image was opened; False if there is none."""
         obj = self.object()
         if not obj.steps:
             return False
