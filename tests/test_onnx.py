@@ -27,7 +27,8 @@ from isegm.cli.export import main as export_main
 from isegm.inference.clicker import Click, Clicker
 from isegm.inference.predictor import get_predictor
 from isegm.model import build_emc, build_skipclick, save_checkpoint, save_emc_checkpoint
-from isegm.onnx.engine import FORMAT, OnnxClickPredictor, OnnxModel, points_array, read_meta
+from isegm.inference.clicker import points_array
+from isegm.onnx.engine import FORMAT, OnnxClickPredictor, OnnxModel, read_meta
 from isegm.onnx.export import check_export, export_model
 from isegm.utils.files import file_sha256
 
@@ -96,7 +97,7 @@ def _points(pos, neg):
     clicks = [Click(True, c) for c in pos] + [Click(False, c) for c in neg]
     for i, click in enumerate(clicks):
         clicks[i] = click.copy(indx=i)
-    return points_array(clicks, lambda y, x: (y, x))
+    return points_array([clicks])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ import numpy as np
 from ..utils.masks import padded_distance
 
 IGNORE_LABEL = -1
+# A padding row of the points layout (``points_array``).
+PADDING = (-1, -1, -1)
 
 
 @dataclass(frozen=True)
@@ -134,3 +136,25 @@ class Clicker:
 
     def __len__(self) -> int:
         return len(self.clicks_list)
+
+
+def points_array(clicks_lists: Sequence[Sequence[Click]], clicks_limit: Optional[int] = None) -> np.ndarray:
+    """The RITM points layout ``[B, 2P, 3]`` (float64) of one click list per batch item.
+
+    Rows are ``(y, x, click index)``: the positive clicks padded with ``(-1, -1, -1)`` to P, then
+    the negative clicks padded the same. P = the largest count of one sign in any full list,
+    capped by ``clicks_limit``, at least 1; ``clicks_limit`` keeps the first clicks of each list.
+    """
+    counts = [n for clicks in clicks_lists for n in (sum(c.is_positive for c in clicks),
+                                                     sum(not c.is_positive for c in clicks))]
+    num_points = max(counts)
+    if clicks_limit is not None:
+        num_points = min(clicks_limit, num_points)
+    num_points = max(1, num_points)
+    rows = []
+    for clicks in clicks_lists:
+        clicks = clicks[:clicks_limit]
+        pos = [c.coords_and_indx for c in clicks if c.is_positive]
+        neg = [c.coords_and_indx for c in clicks if not c.is_positive]
+        rows.append(pos + [PADDING] * (num_points - len(pos)) + neg + [PADDING] * (num_points - len(neg)))
+    return np.array(rows, dtype=np.float64)

@@ -25,9 +25,8 @@ import torch
 from torch import Tensor
 
 from ..utils.images import check_rgb
-from .clicker import Click, Clicker
+from .clicker import Click, Clicker, points_array
 
-PADDING = (-1, -1, -1)
 Work = TypeVar("Work")     # a family's per-image record
 State = TypeVar("State")   # a family's per-object state
 
@@ -44,25 +43,8 @@ def image_tensor(image: np.ndarray, device: Union[str, torch.device] = "cpu") ->
 
 
 def points_from_clicks(clicks_lists: Sequence[Sequence[Click]], clicks_limit: Optional[int] = None) -> Tensor:
-    """The RITM points layout ``[B, 2P, 3]`` (float64) of one click list per batch item.
-
-    Rows are ``(y, x, click index)``: the positive clicks padded with ``(-1, -1, -1)`` to P, then
-    the negative clicks padded the same. P = the largest count of one sign in any full list,
-    capped by ``clicks_limit``, at least 1; ``clicks_limit`` keeps the first clicks of each list.
-    """
-    counts = [n for clicks in clicks_lists for n in (sum(c.is_positive for c in clicks),
-                                                     sum(not c.is_positive for c in clicks))]
-    num_points = max(counts)
-    if clicks_limit is not None:
-        num_points = min(clicks_limit, num_points)
-    num_points = max(1, num_points)
-    rows = []
-    for clicks in clicks_lists:
-        clicks = clicks[:clicks_limit]
-        pos = [c.coords_and_indx for c in clicks if c.is_positive]
-        neg = [c.coords_and_indx for c in clicks if not c.is_positive]
-        rows.append(pos + [PADDING] * (num_points - len(pos)) + neg + [PADDING] * (num_points - len(neg)))
-    return torch.tensor(rows, dtype=torch.float64)
+    """``isegm.inference.clicker.points_array`` as a float64 tensor ``[B, 2P, 3]``."""
+    return torch.from_numpy(points_array(clicks_lists, clicks_limit))
 
 
 def stack_features(features: Sequence[Any]) -> Any:

@@ -26,13 +26,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import onnxruntime as ort
 
 from .. import __version__
-from ..inference.clicker import Click, Clicker
+from ..inference.clicker import Click, Clicker, points_array
 from ..utils.images import check_rgb
 
 FORMAT = "skipclick-onnx/1"
@@ -40,7 +40,6 @@ ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
 META_FILE = "meta.json"
 FAMILIES = ("SkipClick", "EMCClick")
-PADDING = (-1.0, -1.0, -1.0)
 # EMC-Click's network input sides are multiples of this (as isegm.model.emc.predictor).
 SIDE_MULTIPLE = 4
 # Probabilities are clamped to [eps, 1 - eps] before a logit (as the torch chain's mask_input).
@@ -102,17 +101,10 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return (0.5 * (1.0 + np.tanh(0.5 * x.astype(np.float32)))).astype(np.float32)
 
 
-def points_array(clicks: Sequence[Click], to_network: Callable[[float, float], Tuple[float, float]]) -> np.ndarray:
-    """The RITM points ``[1, 2P, 3]`` float64 of ``clicks``, coordinates mapped by
-    ``to_network(y, x)``: rows ``(y, x, click index)``, the positive clicks padded with ``-1`` rows
-    to P, then the negative ones; P is the larger count of one sign, at least 1 (as
-    ``isegm.inference.engine.points_from_clicks``)."""
-    rows: Dict[bool, List[Tuple[float, float, float]]] = {True: [], False: []}
-    for click in clicks:
-        rows[click.is_positive].append((*to_network(*click.coords), click.indx))
-    num = max(1, len(rows[True]), len(rows[False]))
-    padded = [row for sign in (True, False) for row in rows[sign] + [PADDING] * (num - len(rows[sign]))]
-    return np.asarray(padded, dtype=np.float64)[None]
+def network_points(clicks: Sequence[Click], to_network: Callable[[float, float], Tuple[float, float]]) -> np.ndarray:
+    """The points layout ``[1, 2P, 3]`` float64 (``points_array``) of ``clicks`` with their
+    coordinates mapped by ``to_network(y, x)``."""
+    return points_array([[c.copy(coords=to_network(*c.coords)) for c in clicks]])
 
 
 class OnnxModel:
@@ -193,7 +185,7 @@ class SkipClickChain:
         """The probability map ``[1, 1, H, W]`` for ``clicks``; it is also the next state."""
         self.precompute()
         (H, W), (h, w) = self._image.shape[-2:], self.model.size
-        points = points_array(clicks, lambda y, x: (h * y / H, w * x / W)).astype(np.float32)
+        points = network_points(clicks, lambda y, x: (h * y / H, w * x / W)).astype(np.float32)
         logits = self.model.decode(**self._features, points=points, prev_mask=resize_bilinear(prev, (h, w)))["logits"]
         prob = resize_bilinear(sigmoid(logits), (H, W))
         return prob, prob
@@ -254,9 +246,9 @@ class EMCChain:
             return y * (h / H), x * (w / W)
 
         if state is None:
-            base = self.model.encode(image=self._net_image, points=points_array(clicks[:1], to_network))
+            base = self.model.encode(image=self._net_image, points=network_points(clicks[:1], to_network))
             state = {**base, "prev_logits": base["coarse_logits"]}
-        out = self.model.decode(**state, points=points_array(clicks, to_network))
+        out = self.model.decode(**state, points=network_points(clicks, to_network))
         return resize_bilinear(sigmoid(out["logits"]), (H, W)), {**state, "prev_logits": out["logits_lr"]}
 
     def snapshot(self, state: Optional[Dict[str, np.ndarray]]) -> Dict[str, Any]:
@@ -351,5 +343,5 @@ class OnnxClickPredictor:
         self._state = self._chain.state_from_mask(logits)
 
 
-__all__ = ["CHAINS", "FORMAT", "EMCChain", "OnnxClickPredictor", "OnnxModel", "SkipClickChain", "points_array",
+__all__ = ["CHAINS", "FORMAT", "EMCChain", "OnnxClickPredictor", "OnnxModel", "SkipClickChain", "network_points",
            "read_meta", "resize_bilinear"]
