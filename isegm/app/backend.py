@@ -34,9 +34,9 @@ from PIL import Image, UnidentifiedImageError
 
 from ..inference.baselines import get_baseline
 from ..inference.clicker import Click, Clicker
-from ..inference.interactive import interactive_predictor
+from ..inference.interactive import describe, interactive_predictor
 from ..model.families import family_of
-from ..utils.device import device_name, precision, select_dtype
+from ..utils.device import precision, select_dtype
 
 # Longest side of the image the model and the page work on; masks are upsampled to full size.
 DEFAULT_MAX_SIDE = 1024
@@ -97,9 +97,7 @@ def model_backend(model: torch.nn.Module, device: torch.device, size: Optional[i
     make_predictor()   # fail now on a size or model the family's predictor refuses
     family = family_of(model)
     label = name or (family.name if family is not None else type(model).__name__)
-    return Backend(f"{label}, {'default size' if size is None else f'{size} px'}, {dtype}"
-                   f"{', flip TTA' if flip else ''}, {device.type} "
-                   f"({device_name(device)})", make_predictor, precision=context, notice=notice)
+    return Backend(describe(label, size, dtype, flip, device), make_predictor, precision=context, notice=notice)
 
 
 def onnx_backend(folder: str) -> Backend:

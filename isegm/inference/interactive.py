@@ -27,7 +27,8 @@ def interactive_predictor(model: torch.nn.Module, size: Optional[int] = None, fl
     patch = getattr(model, "patch_size", 1)
     if size is not None and (size <= 0 or size % patch):
         nearest = max(patch, round(size / patch) * patch)
-        raise ValueError(f"size {size} is not a positive multiple of the model's patch size {patch}; use e.g. {nearest}")
+        raise ValueError(f"size {size} is not a positive multiple of the model's patch size {patch}; "
+                         f"use e.g. {nearest}")
     eval_mode = "cvpr" if size is None else f"fixed{size}"
     return get_predictor(model, eval_mode=eval_mode, suppress_zoom=not zoom_in, with_flip=flip, device=device)
 
@@ -57,6 +58,11 @@ def torch_engine(model: Union[torch.nn.Module, str, "os.PathLike[str]"], device:
     if notice:
         warnings.warn(notice, stacklevel=3)
     predictor = interactive_predictor(model, size, flip, zoom_in, target)
-    description = (f"{name}, {'default size' if size is None else f'{size} px'}, {dtype or 'fp32'}"
-                   f"{', flip TTA' if flip else ''}{', zoom-in' if zoom_in else ''}, {target.type} ({device_name(target)})")
-    return predictor, context, description
+    return predictor, context, describe(name, size, dtype or "fp32", flip, target, zoom_in)
+
+
+def describe(name: str, size: Optional[int], dtype: str, flip: bool, device: torch.device,
+             zoom_in: bool = False) -> str:
+    """One line naming a model and how it runs (the app's banner, ``Predictor.description``)."""
+    return (f"{name}, {'default size' if size is None else f'{size} px'}, {dtype}{', flip TTA' if flip else ''}"
+            f"{', zoom-in' if zoom_in else ''}, {device.type} ({device_name(device)})")
