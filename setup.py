@@ -30,11 +30,11 @@ setup(
                     "dev": ["pytest>=7", "scikit-image", "scipy", "tensorboard", "selenium>=4.11", "pycocotools",
                             "onnx", "onnxruntime"]},
     entry_points={"console_scripts": [
-        "skipclick-train = isegm.cli.train:main",
-        "skipclick-evaluate = isegm.cli.evaluate:main",
-        "skipclick-tables = isegm.cli.tables:main",
-        "skipclick-app = isegm.app.__main__:main",
-        "skipclick-export = isegm.cli.export:main",
-        "skipclick-weights = isegm.cli.weights:main",
+        "skipclick-train = isegm.cli.console:train",
+        "skipclick-evaluate = isegm.cli.console:evaluate",
+        "skipclick-tables = isegm.cli.console:tables",
+        "skipclick-app = isegm.cli.console:app",
+        "skipclick-export = isegm.cli.console:export",
+        "skipclick-weights = isegm.cli.console:weights",
     ]},
 )

@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # the clone's package, installed or not
 
-from isegm.cli.train import main  # noqa: E402
+from isegm.cli.console import train  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    train()

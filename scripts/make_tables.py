@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the clone's package, installed or not
 
-from isegm.cli.tables import main  # noqa: E402
+from isegm.cli.console import tables  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    tables()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib.util
+import inspect
 import os
 import subprocess
 import sys
@@ -14,8 +15,8 @@ import pytest
 
 from conftest import REPO
 from isegm.app.__main__ import parse_args as app_args
-from isegm.cli import evaluate, tables, train
-from isegm.cli.common import CommandError, HelpFormatter, exit_error
+from isegm.cli import console, evaluate, tables, train
+from isegm.cli.common import CommandError, HelpFormatter, exit_error, main_entry
 
 COMMANDS = {"skipclick-train": "isegm.cli.train:main", "skipclick-evaluate": "isegm.cli.evaluate:main",
             "skipclick-tables": "isegm.cli.tables:main", "skipclick-app": "isegm.app.__main__:main",
@@ -30,12 +31,17 @@ def console_scripts() -> Dict[str, str]:
     return dict(tuple(part.strip() for part in line.split("=")) for line in entry_points["console_scripts"])
 
 
-def test_setup_declares_every_command_and_each_in_the_tree_has_main():
-    assert console_scripts() == COMMANDS
-    for target in COMMANDS.values():
+def test_setup_declares_every_command_and_each_runs_its_main_through_main_entry():
+    scripts = console_scripts()
+    assert set(scripts) == set(COMMANDS)
+    for command, target in scripts.items():
         module, _, function = target.partition(":")
-        if (REPO / (module.replace(".", "/") + ".py")).is_file():
-            assert callable(getattr(__import__(module, fromlist=[function]), function)), target
+        assert module == "isegm.cli.console", target
+        source = inspect.getsource(getattr(console, function))
+        main_module, _, main = COMMANDS[command].partition(":")
+        assert f"{main_module.rsplit('.', 1)[1]} import {main}" in source and "main_entry(main)" in source, source
+        if (REPO / (main_module.replace(".", "/") + ".py")).is_file():
+            assert callable(getattr(__import__(main_module, fromlist=[main]), main)), target
 
 
 def benchmark(name: str):
@@ -165,3 +171,50 @@ def test_clone_scripts_run_the_commands_from_any_folder(script, prog, tmp_path):
                           cwd=tmp_path, env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith(f"usage: {prog}")
+
+
+def entry_status(main, argv, capsys, monkeypatch, debug_env=""):
+    """Exit status and stderr lines of ``main_entry(main, argv)``."""
+    monkeypatch.setenv("SKIPCLICK_DEBUG", debug_env)
+    with pytest.raises(SystemExit) as stop:
+        main_entry(main, argv)
+    return stop.value.code, capsys.readouterr().err.splitlines()
+
+
+def test_main_entry_gives_one_line_and_status_2_for_errors_meant_for_the_user(capsys, monkeypatch):
+    def missing(argv):
+        open("/nonexistent/file.json")
+
+    def bad_value(argv):
+        raise ValueError("--size 13: expected a multiple of 14\n(second line)")
+
+    def stops(argv):
+        exit_error("--opset 3: the graphs need opset 17 or later")
+
+    code, err = entry_status(missing, [], capsys, monkeypatch)
+    assert (code, err) == (2, ["error: [Errno 2] No such file or directory: '/nonexistent/file.json'"])
+    code, err = entry_status(bad_value, [], capsys, monkeypatch)
+    assert (code, err) == (2, ["error: --size 13: expected a multiple of 14 (second line)"])
+    code, err = entry_status(stops, [], capsys, monkeypatch)
+    assert (code, err) == (2, ["error: --opset 3: the graphs need opset 17 or later"])
+    assert entry_status(lambda argv: None, [], capsys, monkeypatch) == (0, [])
+    assert entry_status(lambda argv: 1, [], capsys, monkeypatch) == (1, [])
+
+
+def test_main_entry_names_an_unexpected_error_and_how_to_see_its_traceback(capsys, monkeypatch):
+    def defect(argv):
+        raise KeyError("state_dict")
+
+    code, err = entry_status(defect, ["x"], capsys, monkeypatch)
+    assert (code, err) == (1, ["error: KeyError: 'state_dict'; run again with --debug for the traceback"])
+    for argv, env in ((["x", "--debug"], ""), (["x"], "1")):
+        code, err = entry_status(defect, argv, capsys, monkeypatch, env)
+        assert code == 1 and err[0] == "Traceback (most recent call last):" and err[-1] == "error: KeyError: 'state_dict'"
+    code, err = entry_status(defect, ["--", "--debug"], capsys, monkeypatch)   # an operand, not the option
+    assert len(err) == 1
+
+
+def test_every_command_accepts_debug():
+    for prog, parser in parsers().items():
+        if prog in ("skipclick-train", "skipclick-tables"):
+            assert "--debug" in {o for action in parser._actions for o in action.option_strings}, prog

@@ -1,9 +1,12 @@
-"""What the console commands share: the help layout, one-line errors, the device under torchrun."""
+"""What the console commands share: the help layout, one-line errors (``main_entry``, ``--debug``),
+the device under torchrun."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import NoReturn
+import traceback
+from typing import Callable, List, NoReturn, Optional, Sequence
 
 import torch
 
@@ -38,6 +41,68 @@ def exit_error(message: str) -> NoReturn:
     """Stop a command with ``error: message`` on one line of stderr and exit status 2."""
     print(f"error: {message}", file=sys.stderr)
     raise CommandError(message)
+
+
+# Errors whose message is meant for the user (a file, a value, what is wrong, the fix): shown as
+# they are. Any other exception is a defect and says how to see its traceback.
+KNOWN_ERRORS = (OSError, ValueError, ImportError)
+DEBUG_ENV = "SKIPCLICK_DEBUG"
+
+
+def add_debug_argument(parser: argparse.ArgumentParser) -> None:
+    """``--debug``: on an error, the Python traceback as well as the one-line message
+    (``main_entry`` reads it from the command line before parsing, so it holds for parse errors too)."""
+    parser.add_argument("--debug", action="store_true",
+                        help=f"on an error, also print the Python traceback (or set {DEBUG_ENV}=1)")
+
+
+def debug_requested(argv: Sequence[str]) -> bool:
+    """Whether ``--debug`` is among the options of ``argv`` (before any ``--``) or ``SKIPCLICK_DEBUG``
+    is set to anything but ``""`` / ``0``."""
+    options = list(argv)[:list(argv).index("--")] if "--" in argv else argv
+    return "--debug" in options or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def main_entry(main: Callable[[Optional[List[str]]], Optional[int]], argv: Optional[List[str]] = None) -> NoReturn:
+    """Run a command's ``main(argv)`` as a console command and exit with its status (None: 0).
+
+    Every error ends in one line of stderr: ``error: MESSAGE`` with exit status 2 for a
+    ``CommandError`` (already printed by ``exit_error``) and the errors meant for the user
+    (``KNOWN_ERRORS``: a missing or unreadable file, a bad value or checkpoint, a missing
+    package); ``error: TYPE: MESSAGE (...--debug...)`` with status 1 for any other exception.
+    ``--debug`` or ``SKIPCLICK_DEBUG=1`` prints the traceback before that line. Ctrl-C exits
+    with status 130 and no traceback.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    debug = debug_requested(args)
+    try:
+        status = main(argv)
+    except CommandError:
+        if debug:
+            traceback.print_exc()
+        sys.exit(2)
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except KNOWN_ERRORS as err:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {_one_line(str(err)) or type(err).__name__}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as err:
+        if debug:
+            traceback.print_exc()
+        first = next((line for line in str(err).splitlines() if line.strip()), "")
+        hint = "" if debug else "; run again with --debug for the traceback"
+        print(f"error: {type(err).__name__}: {first.strip()}{hint}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(status or 0)
 
 
 def process_device(device: torch.device, process: Process) -> torch.device:

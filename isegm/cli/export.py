@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from typing import List, Optional
 
-from .common import HelpFormatter, exit_error
+from .common import HelpFormatter, add_debug_argument, exit_error, main_entry
 
 DESCRIPTION = __doc__.replace("``", "")
 EPILOG = ("The export traces the model on the CPU in float32, the precision of the graphs, so this\n"
@@ -44,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--check", action="store_true",
                         help="after the export, run PyTorch and onnxruntime on a random image with random clicks "
                              "and print the largest logits difference")
+    add_debug_argument(parser)
     return parser
 
 
@@ -87,4 +87,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main_entry(main)

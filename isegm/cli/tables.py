@@ -37,7 +37,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ..data.datasets import WSESEG_CLASSES
 from ..inference.plots import plot_miou_curves, plot_noc_per_group
 from ..inference.rclicks import benchmark_table, details_table
-from .common import HelpFormatter
+from .common import HelpFormatter, add_debug_argument, main_entry
 
 MISSING = "–"
 WSESEG_LABELS = {
@@ -299,6 +299,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--group-plot", type=Path, metavar="PNG",
                         help="with --rclicks: draw every row's NoC per clicking group on each of its datasets "
                              "(default: no plot)")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     if args.rclicks and args.format != ["md"]:
         parser.error("--rclicks tables are Markdown only (--format md)")
@@ -389,4 +390,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main_entry(main)

@@ -23,7 +23,7 @@ from ..engine.experiment import family_tree, find_experiment, init_experiment, l
 from ..utils import distributed as dist_utils
 from ..utils.config import add_config_argument, load_config
 from ..utils.device import add_device_arguments, device_from_args, precision, select_dtype
-from .common import HelpFormatter, exit_error, process_device
+from .common import HelpFormatter, add_debug_argument, exit_error, main_entry, process_device
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the features of the first pass are reused)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw (data, clicks, init)")
     add_config_argument(p)
+    add_debug_argument(p)
     add_device_arguments(p, legacy=True)
     p.add_argument("--bf16", dest="dtype", action="store_const", const="bf16", help="alias of --dtype bf16")
     return p
@@ -134,4 +135,4 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main_entry(main)

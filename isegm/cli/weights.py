@@ -28,7 +28,7 @@ from ..model.skipclick.model import SkipClick
 from ..model.skipclick.variants import backbone_config_key
 from ..utils.config import add_config_argument, load_config
 from ..utils.files import file_sha256
-from .common import HelpFormatter, exit_error
+from .common import HelpFormatter, add_debug_argument, exit_error, main_entry
 
 SUFFIXES = (".pth", ".pt")
 _SKIPCLICK_DOWNLOAD = "https://mediastore.rz.uni-augsburg.de/get/{}/"
@@ -279,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="The released weight files of SkipClick and EMC-Click (list), and which of them are present "
                     "and load (check). Offline: nothing is downloaded.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{list,check}")
-    commands.add_parser("list", help="print the table of released files (docs/weights.md)")
+    list_parser = commands.add_parser("list", help="print the table of released files (docs/weights.md)")
     check_parser = commands.add_parser(
         "check",
         help="say for each .pth / .pt file whether it loads, its family, variant, parameters and sha256, "
@@ -288,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
                               help="folders or files to check (default: the folders config.yml names for "
                                    "CHECKPOINTS_PATH and the *_WEIGHTS keys, else ./weights)")
     add_config_argument(check_parser)
+    for command in (parser, list_parser, check_parser):   # before or after the sub-command
+        add_debug_argument(command)
     return parser
 
 
@@ -309,4 +311,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main_entry(main)
