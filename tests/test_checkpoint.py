@@ -154,7 +154,7 @@ def test_malicious_pickle_refused_without_running(writer, tmp_path):
         load_checkpoint(path)
     message = str(err.value)
     assert f"{os.system.__module__}.system" in message   # the refused global
-    assert str(path) in message and "Nothing" in message and "weights_only=False" in message
+    assert str(path) in message and "nothing from the file was run" in message and "weights_only" not in message
     assert not marker.exists()
 
 

@@ -18,26 +18,86 @@ import json
 import os
 import pickle
 import re
+import zipfile
 from collections import OrderedDict
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from ..utils.files import atomic_write
+from .config_bounds import Bound, config_problem
 from .families import ModelFamily, all_families, family_named, family_of, unpickle_globals
 
 FORMAT = "skipclick-checkpoint/1"
 # torch < 2.6 cannot allow-list a global under another name ((stand-in, "module.name") pairs)
 _STAND_INS_SUPPORTED = torch.__version__ >= "2.6"
+_ZIP_MAGIC = b"PK\x03\x04"     # torch.save's format since torch 1.6
+_PICKLE_MAGIC = b"\x80"         # a pickle (protocol 2+): torch's legacy format, or a plain pickle
+_DAMAGED_FIX = "the file is damaged (an interrupted download, copy or save): copy or download it again"
 
 PathLike = Union[str, "os.PathLike[str]"]
 Device = Union[str, torch.device]
 
 
-def read_checkpoint_file(source: str) -> Any:
-    """``torch.load`` with the weights-only unpickler (and the families' stand-ins); a refused
-    global or a damaged file becomes a ValueError naming the file."""
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used. ``path``: the file; ``problem``: what is wrong;
+    ``fix``: what to do. ``str()`` is ``'PATH': PROBLEM; FIX``, one line."""
+
+    def __init__(self, path: PathLike, problem: str, fix: str = "") -> None:
+        self.path, self.problem, self.fix = os.fspath(path), problem, fix
+        super().__init__(f"{self.path!r}: {problem}" + (f"; {fix}" if fix else ""))
+
+    def __str__(self) -> str:   # one message whichever base class formats it
+        return f"{self.path!r}: {self.problem}" + (f"; {self.fix}" if self.fix else "")
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No file at a checkpoint's path (also a ``FileNotFoundError``)."""
+
+    def __init__(self, path: PathLike, problem: str, fix: str = "") -> None:
+        CheckpointError.__init__(self, path, problem, fix)
+        self.filename = self.path
+
+
+def _where_to_get() -> str:
+    """Where checkpoints come from, for the errors of a missing or unusable file."""
+    kinds = " or ".join(f"{'an' if f.label[0] in 'AEIOU' else 'a'} {f.label} checkpoint ({f.weights})"
+                        for f in all_families() if f.weights)
+    return f"point --checkpoint (or config.yml) to {kinds}; nothing is downloaded at run time"
+
+
+def check_file(path: PathLike) -> None:
+    """Raise ``CheckpointError`` unless ``path`` is a non-empty file that starts like a torch
+    checkpoint; a missing file raises ``CheckpointNotFoundError``."""
+    if not os.path.exists(path):
+        raise CheckpointNotFoundError(path, "no checkpoint at this path (no such file)", _where_to_get())
+    if os.path.isdir(path):
+        raise CheckpointError(path, "is a folder, not a checkpoint file",
+                              "give the .pth file itself (a folder written by skipclick-export is read by "
+                              "Predictor and skipclick-app, not by load_checkpoint)")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise CheckpointError(path, "the file is empty (0 bytes)",
+                              "it was never written completely: copy, download or save it again")
+    with open(path, "rb") as f:
+        head = f.read(len(_ZIP_MAGIC))
+    if head == _ZIP_MAGIC:
+        if not zipfile.is_zipfile(path):   # the archive's directory sits at its end
+            raise CheckpointError(path, f"the file is cut short: its zip archive ends without its directory "
+                                        f"({size} bytes)", _DAMAGED_FIX)
+    elif not head.startswith(_PICKLE_MAGIC):
+        raise CheckpointError(path, f"cannot be read as a torch checkpoint: it is neither a torch zip archive nor a "
+                                    f"pickle (it starts with {head!r})", _where_to_get())
+
+
+def read_checkpoint_file(source: PathLike) -> Any:
+    """The unpickled content of a torch checkpoint file, read with the weights-only unpickler
+    (and the families' stand-ins), so nothing in the file runs. A missing, empty, cut short,
+    damaged or foreign file and a refused global raise ``CheckpointError`` naming the file, what
+    is wrong and the fix (``CheckpointNotFoundError`` for a missing one)."""
+    source = os.fspath(source)
+    check_file(source)
     stand_ins = unpickle_globals()
     allowed = (torch.serialization.safe_globals([*stand_ins, set, OrderedDict]) if _STAND_INS_SUPPORTED
                else contextlib.nullcontext())
@@ -45,25 +105,32 @@ def read_checkpoint_file(source: str) -> Any:
         with allowed:
             return torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        # torch's own text advises weights_only=False, which would run the file's code: not relayed
         match = re.search(r"\bGLOBAL ([\w.]+)", str(err))
         if match is None:
-            raise ValueError(f"{source!r} cannot be read as a torch checkpoint: {str(err).splitlines()[0]}") from None
+            raise CheckpointError(source, "the file is damaged or not a PyTorch checkpoint: its pickle does not "
+                                          "read", _DAMAGED_FIX) from err
         refused = match.group(1)
-        hint = (" Reading the authors' checkpoints without their code needs torch >= 2.6."
-                if refused in {name for _, name in stand_ins} and not _STAND_INS_SUPPORTED else "")
-        raise ValueError(
-            f"refused to load {source!r}: it needs the Python global {refused}, which the weights-only "
-            f"unpickler does not allow. Nothing from the file was executed. Only load a file you trust "
-            f"with torch.load(weights_only=False).{hint}") from None
-    except (EOFError, RuntimeError) as err:   # empty or truncated files, broken zip archives
-        raise ValueError(f"{source!r} cannot be read as a torch checkpoint: {err}") from None
+        if refused in {name for _, name in stand_ins} and not _STAND_INS_SUPPORTED:
+            fix = "reading the authors' checkpoints without their code needs torch >= 2.6: upgrade torch"
+        else:
+            fix = ("nothing from the file was run; use a checkpoint of a known model family, or save this model's "
+                   "state dict with plain tensors where it was made")
+        raise CheckpointError(source, f"refused: it needs the Python global {refused}, which loading never "
+                                      "imports (a checkpoint holds tensors and plain values only)", fix) from err
+    except (EOFError, RuntimeError, OSError, ValueError, KeyError, IndexError, TypeError,
+            AttributeError, zipfile.BadZipFile) as err:
+        # truncated records, broken zip members, garbage in the pickle stream
+        raise CheckpointError(source, f"the file is damaged: torch cannot read it ({type(err).__name__})",
+                              _DAMAGED_FIX) from err
 
 
 # --- helpers for the families' readers of the authors' configs ----------------------------------
 
-def unsupported(source: str, setting: str, value: Any, why: str) -> ValueError:
+def unsupported(source: str, setting: str, value: Any, why: str) -> CheckpointError:
     """The error for an authors' setting this reimplementation does not implement."""
-    return ValueError(f"{source!r}: the authors' setting {setting}={value!r} is not supported ({why})")
+    return CheckpointError(source, f"the authors' setting {setting}={value!r} is not supported ({why})",
+                           "this version reads the settings of the authors' released models")
 
 
 def plain(value: Any) -> Any:
@@ -83,7 +150,7 @@ def authors_settings(params: Mapping[str, Any], source: str, read: Sequence[str]
     values = {}
     for name, entry in params.items():
         if not isinstance(entry, Mapping) or "value" not in entry:
-            raise ValueError(f"{source!r}: the authors' setting {name} has no stored value: {entry!r}")
+            raise CheckpointError(source, f"the authors' setting {name} has no stored value: {entry!r}", _DAMAGED_FIX)
         values[name] = entry["value"]
     for name, value in values.items():
         if name not in read and name not in fixed and name not in ignored:
@@ -92,7 +159,7 @@ def authors_settings(params: Mapping[str, Any], source: str, read: Sequence[str]
             raise unsupported(source, name, value, f"only {fixed[name]!r} is implemented")
     missing = [name for name in read if name not in values]
     if missing:
-        raise ValueError(f"{source!r}: the authors' config lacks the setting {missing[0]}")
+        raise CheckpointError(source, f"the authors' config lacks the setting {missing[0]}", _DAMAGED_FIX)
     return values
 
 
@@ -103,8 +170,8 @@ def check_variant(config: Any, wanted: Any, variant: str, label: str, source: st
     values that differ."""
     if wanted != config:
         diff = {k: (v, getattr(config, k)) for k, v in wanted.to_dict().items() if getattr(config, k) != v}
-        raise ValueError(f"{source!r} holds a {label} model that is not variant {variant!r}; "
-                         f"(variant, file) values differ: {diff}")
+        raise CheckpointError(source, f"holds a {label} model that is not variant {variant!r}; (variant, file) "
+                                      f"values differ: {diff}", "give that variant's file, or no variant")
 
 
 def _describe(obj: Any) -> str:
@@ -114,21 +181,54 @@ def _describe(obj: Any) -> str:
     return f"a {type(obj).__name__}"
 
 
+def check_config(values: Any, bounds: Optional[Callable[[Mapping[str, Any]], Mapping[str, Bound]]], label: str,
+                 source: str) -> None:
+    """Raise ``CheckpointError`` when a file's stored model config (``values``) lies outside
+    its family's ``bounds`` (``ModelFamily.config_bounds``), before anything is built."""
+    if bounds is None:
+        return
+    problem = config_problem(values, bounds(values) if isinstance(values, Mapping) else {})
+    if problem is not None:
+        raise CheckpointError(source, f"its {label} config is out of bounds: {problem}",
+                              f"every released {label} model lies within these bounds: the file is damaged "
+                              "or not a model checkpoint this version reads")
+
+
 def _from_our_format(obj: Mapping[str, Any], source: str, variant: Optional[str]) -> nn.Module:
     if obj["format"] != FORMAT:
-        raise ValueError(f"{source!r} has format {obj['format']!r}; this version reads {FORMAT!r}")
+        raise CheckpointError(source, f"has format {obj['format']!r}; this version reads {FORMAT!r}",
+                              "save it again with this version's save_checkpoint")
+    missing = [key for key in ("config", "state_dict") if key not in obj]
+    if missing:
+        raise CheckpointError(source, f"the {FORMAT} file lacks {missing[0]!r}", _DAMAGED_FIX)
     name = obj.get("family", "SkipClick")   # files written before EMC-Click have no family
     try:
         family = family_named(name)
-    except KeyError:
-        raise unsupported(source, "family", name, f"known: {', '.join(f.name for f in all_families())}") from None
+    except (KeyError, TypeError):
+        raise CheckpointError(source, f"its model family {name!r} is unknown (known: "
+                                      f"{', '.join(f.name for f in all_families())})",
+                              "install the package that registers that family") from None
+    check_config(obj["config"], family.config_bounds, family.label, source)
     try:
         config = family.config_class(**obj["config"])
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{source!r} holds an invalid {name} config: {err}") from None
+        raise CheckpointError(source, f"holds an invalid {family.label} config: {err}",
+                              "the file is damaged or was written by another version") from None
     if variant is not None:
         check_variant(config, family.variant_config(variant), variant, family.label, source)
-    return family.load_state(family.model_class(config), obj["state_dict"], source)
+    state = obj["state_dict"]
+    if not (isinstance(state, Mapping) and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items())):
+        raise CheckpointError(source, f"its 'state_dict' is {_describe(state)}, not a dict of tensors", _DAMAGED_FIX)
+    return family.load_state(family.model_class(config), state, source)
+
+
+def _what_it_holds(obj: Any) -> Tuple[str, str]:
+    """What a file that is no model checkpoint holds, and the fix."""
+    if isinstance(obj, Mapping) and {"state", "param_groups"} <= set(obj):
+        return ("it holds an optimizer state (torch.optim), not model weights",
+                "give the model's checkpoint (an experiment's checkpoints/last_checkpoint.pth or NNN.pth)")
+    return (f"no checkpoint of a known model family ({_formats()}): it holds {_describe(obj)}",
+            "give a model checkpoint: " + _where_to_get())
 
 
 def load_checkpoint(path: PathLike, device: Device = "cpu", variant: Optional[str] = None) -> nn.Module:
@@ -137,12 +237,13 @@ def load_checkpoint(path: PathLike, device: Device = "cpu", variant: Optional[st
     backbone file). ``variant``: the named variant the file must hold (for a backbone file: the
     SkipClick variant to build around it). ``isegm.model.families.family_of(model)`` tells the
     family. Nothing in the file is executed: a file that needs other Python globals is refused.
+
+    A file that cannot be used raises ``CheckpointError`` (a ``ValueError``) naming it, what is
+    wrong and the fix: missing (``CheckpointNotFoundError``, also a ``FileNotFoundError``), a
+    folder, empty, cut short, damaged, not a checkpoint, refused globals, an unknown family, a
+    stored config outside the family's bounds (checked before anything is built).
     """
     source = os.fspath(path)
-    if not os.path.isfile(source):
-        kinds = " or ".join(f"a {f.label} checkpoint ({f.weights})" for f in all_families())
-        raise FileNotFoundError(f"no checkpoint at {source!r}: point --checkpoint (or config.yml) to {kinds}. "
-                                "Nothing is downloaded at run time.")
     obj = read_checkpoint_file(source)
     if isinstance(obj, Mapping) and "format" in obj:
         model = _from_our_format(obj, source, variant)
@@ -152,9 +253,9 @@ def load_checkpoint(path: PathLike, device: Device = "cpu", variant: Optional[st
         stored = obj.get("config") if isinstance(obj, Mapping) and "state_dict" in obj else None
         if isinstance(stored, Mapping) and "class" in stored:
             known = ", ".join(f"{name} ({f.label})" for f in all_families() for name in f.authors_classes)
-            raise unsupported(source, "class", stored["class"], f"known: {known}")
-        raise ValueError(f"{source!r} is no checkpoint of a known model family ({_formats()}); "
-                         f"it holds {_describe(obj)}")
+            raise CheckpointError(source, f"its model class {stored['class']!r} is none this version reads "
+                                          f"(known: {known})", _where_to_get())
+        raise CheckpointError(source, *_what_it_holds(obj))
     return model.to(device).eval()
 
 

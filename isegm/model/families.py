@@ -30,6 +30,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 from torch import nn
 
+from .config_bounds import Bound
+
 # One line per family: the module defining its ``FAMILY`` record. Registered in this order.
 FAMILY_MODULES: List[str] = ["isegm.model.skipclick.family", "isegm.model.emc.family"]
 
@@ -53,6 +55,9 @@ class ModelFamily:
     ``weights``: where released weights come from (for error messages).
     ``unpickle_globals``: ``(object, "module.name")`` pairs the weights-only unpickler may resolve
     for this family's files (inert stand-ins for what the authors pickled).
+    ``config_bounds(values)``: the ``Bound`` of each config key for a stored config ``values``
+    (bounds may depend on other keys, e.g. the backbone); ``load_checkpoint`` checks a file's
+    config against them before building anything. None: the family checks its configs itself.
     ``predictor``: ``"module:factory"``, ``factory(net, eval_mode=, dataset_name=, model_kind=,
     suppress_zoom=, with_flip=, clicks_limit=, device=)`` -> the family's evaluation predictor.
     ``training_step``: ``"module:Class"``, ``Class.from_config(model, trainer_config)`` -> the
@@ -73,6 +78,7 @@ class ModelFamily:
     authors_classes: Tuple[str, ...] = ()
     weights: str = ""
     unpickle_globals: Tuple[Tuple[Any, str], ...] = ()
+    config_bounds: Optional[Callable[[Mapping[str, Any]], Mapping[str, Bound]]] = None
 
     def make_predictor(self, net: Any, **settings: Any) -> Any:
         """The family's evaluation predictor for ``net`` (see ``predictor``)."""

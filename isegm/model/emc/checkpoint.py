@@ -21,10 +21,13 @@ from typing import Any, Dict, Mapping, Optional, Union
 import torch
 from torch import Tensor
 
-from ..checkpoint import authors_settings, plain, read_checkpoint_file, unsupported
+from ..checkpoint import (CheckpointError, CheckpointNotFoundError, authors_settings, check_config, plain,
+                          read_checkpoint_file, unsupported)
+from ..config_bounds import Bound
 from ..state_dict import load_strict
 from ..normalize import IMAGENET_MEAN, IMAGENET_STD
-from .model import EMCClick, EMCConfig, emc_config
+from .model import BASES, EMCClick, EMCConfig, emc_config
+from .segformer import SEGFORMER_CONFIGS
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -107,6 +110,22 @@ def config_from_authors(stored: Mapping[str, Any], source: str) -> EMCConfig:
     return EMCConfig(**fields)
 
 
+def config_bounds(values: Mapping[str, Any]) -> Dict[str, Bound]:
+    """The bounds of a stored EMC-Click config (``isegm.model.config_bounds``): every released
+    model (HRNet-18s / 18 / 32 with OCR widths 48 to 128, SegFormer-B0 / B3, 64 or 96 templates)
+    lies well within them."""
+    return {
+        "base": Bound("choice", choices=BASES),
+        "hrnet_width": Bound("int", 1, 64, why="the released models: 18 and 32"),
+        "ocr_width": Bound("int", 1, 512, why="the released models: 48 to 128"),
+        "small": Bound("bool"),
+        "segformer_version": Bound("choice", choices=tuple(SEGFORMER_CONFIGS)),
+        "mid_dims": Bound("int", 1, 512, why="the released models: 64 and 96"),
+        "norm_radius": Bound("number", 1, 100, why="the released models: 5"),
+        "use_leaky_relu": Bound("bool"),
+    }
+
+
 def _with_aliases(state: Mapping[str, Tensor], source: str) -> Dict[str, Tensor]:
     """``state`` with the ``corr_conv_pos`` / ``corr_conv_neg`` copies of ``corr_conv`` filled in
     where absent; differing copies are kept (the last one loaded wins) with a warning."""
@@ -148,10 +167,13 @@ def emc_from_checkpoint(obj: Any, source: str, name: Optional[str] = None) -> EM
     ``load_emc_checkpoint``."""
     if not (isinstance(obj, Mapping) and {"state_dict", "config"} <= set(obj)):
         kind = f"a dict with keys {list(obj)[:8]}" if isinstance(obj, Mapping) else f"a {type(obj).__name__}"
-        raise ValueError(f"{source!r} is not an EMC-Click checkpoint ({{'state_dict', 'config'}}); it holds {kind}")
+        raise CheckpointError(source, f"not an EMC-Click checkpoint ({{'state_dict', 'config'}}): it holds {kind}",
+                              "give one of the authors' released files (hr18s.pth, ..., segb3.pth)")
     config = config_from_authors(obj["config"], source)
+    check_config(config.to_dict(), config_bounds, "EMC-Click", source)
     if name is not None and emc_config(name) != config:
-        raise ValueError(f"{source!r} holds {config}, not {name!r} ({emc_config(name)})")
+        raise CheckpointError(source, f"holds {config}, not {name!r} ({emc_config(name)})",
+                              f"give the {name}.pth file, or no name")
     model = load_emc_state(EMCClick(config), obj["state_dict"], source)
     return model.requires_grad_(False).eval()
 
@@ -163,9 +185,10 @@ def load_emc_checkpoint(path: PathLike, device: Union[str, torch.device] = "cpu"
     ``name``: if given, one of ``EMC_CONFIGS`` the file must hold.
     """
     source = os.fspath(path)
-    if not os.path.isfile(source):
-        raise FileNotFoundError(f"no EMC-Click checkpoint at {source!r}; the released ones are hr18s.pth, hr18.pth, "
-                                "hr32.pth, segb0.pth and segb3.pth (github.com/feiaxyt/EMC-Click, Releases)")
+    if not os.path.exists(source):
+        raise CheckpointNotFoundError(source, "no such EMC-Click checkpoint",
+                                      "the released ones are hr18s.pth, hr18.pth, hr32.pth, segb0.pth and segb3.pth "
+                                      "(github.com/feiaxyt/EMC-Click, Releases)")
     return emc_from_checkpoint(read_checkpoint_file(source), source, name).to(device)
 
 

@@ -22,6 +22,7 @@ from typing import Any, Dict, Mapping, Union
 import torch
 from torch import Tensor, nn
 
+from ..checkpoint import read_checkpoint_file
 from .checkpoint import load_emc_state
 from .model import EMC_CONFIGS, EMCClick, EMCConfig
 
@@ -108,10 +109,7 @@ def init_for_training(model: EMCClick) -> EMCClick:
 
 def _read_state(path: PathLike, what: str) -> Mapping[str, Tensor]:
     source = os.fspath(path)
-    try:
-        obj = torch.load(source, map_location="cpu", weights_only=True)
-    except Exception as err:   # unreadable, truncated, or needing globals the safe unpickler refuses
-        raise ValueError(f"{source!r} cannot be read as {what}: {str(err).splitlines()[0]}") from None
+    obj = read_checkpoint_file(source)   # a damaged or foreign file: a CheckpointError naming it
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):

@@ -20,7 +20,9 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from torch import Tensor
 
 from ..backbones import BACKBONES, BackboneSpec
-from ..checkpoint import authors_settings, check_variant, plain, unsupported
+from ..click_maps import DISK_RADIUS
+from ..checkpoint import CheckpointError, authors_settings, check_config, check_variant, plain, unsupported
+from ..config_bounds import Bound
 from ..normalize import IMAGENET_MEAN, IMAGENET_STD
 from ..state_dict import load_strict
 from .head import UPSAMPLE_FACTORS
@@ -156,7 +158,38 @@ def config_from_authors(params: Mapping[str, Any], source: str) -> SkipClickConf
     try:
         return SkipClickConfig(**fields)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{source!r}: the authors' config gives an unsupported combination: {err}") from None
+        raise CheckpointError(source, f"the authors' config gives an unsupported combination: {err}",
+                              "this version reads the settings of the authors' released models") from None
+
+
+# --- bounds of a stored config -----------------------------------------------------------------
+
+def config_bounds(values: Mapping[str, Any]) -> Dict[str, Bound]:
+    """The bounds of a stored SkipClick config (``isegm.model.config_bounds``). They hold every
+    released model (DINOv2 / DINOv3 ViT-B, fusion depth 2 to 6, 448 crop, FPN widths up to 1024)
+    and the small from-scratch one, with room; tap blocks, attention heads and the training crop
+    follow the backbone ``values`` names."""
+    backbone = values.get("backbone", SkipClickConfig.backbone)
+    dims = _spec_dims(BACKBONES[backbone]) if backbone in BACKBONES else dict(patch_size=1, embed_dim=0, depth=64)
+    width = f"{backbone} tokens have {dims['embed_dim']} channels" if dims["embed_dim"] else ""
+    return {
+        "backbone": Bound("choice", choices=tuple(BACKBONES)),
+        "tap_blocks": Bound("ints", 0, dims["depth"] - 1, length=(1, dims["depth"]),
+                            why=f"{backbone} has {dims['depth']} blocks" if backbone in BACKBONES else ""),
+        "tap_norm": Bound("bool"),
+        "skip_connections": Bound("bool"),
+        "freeze_backbone": Bound("bool"),
+        "fusion_depth": Bound("int", 1, 12, why="the released models have 2 to 6 blocks"),
+        "fusion_heads": Bound("int", 1, 64, divides=dims["embed_dim"], why=width),
+        "fusion_mlp_ratio": Bound("number", 0.25, 8, why="the released models: 4"),
+        "train_size": Bound("ints", dims["patch_size"], 2048, length=(2, 2), multiple_of=dims["patch_size"],
+                            why=f"{backbone} patches are {dims['patch_size']} pixels" if backbone in BACKBONES else ""),
+        "fpn_dims": Bound("ints", 1, 2048, length=(4, 4), why="the released models: 128 256 512 1024"),
+        "head_channels": Bound("int", 1, 2048, why="the released models: 256"),
+        "head_upsample": Bound("choice", choices=tuple(UPSAMPLE_FACTORS)),
+        "disk_radius": Bound("number", 1, 100, why=f"the released models: {DISK_RADIUS:g}"),
+        "detail_channels": Bound("int", 0, 512, why="0: none, as in every released model"),
+    }
 
 
 # --- backbone files --------------------------------------------------------------------------
@@ -213,6 +246,7 @@ def read_file(obj: Any, source: str, variant: Optional[str]) -> Optional[SkipCli
         if not (isinstance(stored, Mapping) and stored.get("class") == AUTHORS_CLASS):
             return None
         config = config_from_authors(stored.get("params", {}), source)
+        check_config(config.to_dict(), config_bounds, "SkipClick", source)
         if variant is not None:
             check_variant(config, variant_config(variant), variant, "SkipClick", source)
         return load_state(SkipClick(config), obj["state_dict"], source)

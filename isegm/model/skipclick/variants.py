@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Mapping, Optional, Union
 
-import torch
 
 from ..backbones import BACKBONES
+from ..checkpoint import read_checkpoint_file
 from .head import UPSAMPLE_FACTORS
 from .model import SkipClick, SkipClickConfig
 
@@ -91,7 +91,7 @@ def _require_backbone_file(backbone: str, path: PathLike) -> None:
 def load_backbone_weights(model: SkipClick, path: PathLike) -> None:
     """Load an official DINOv2 / DINOv3 release file into the model's backbone (``strict=True``)."""
     _require_backbone_file(model.config.backbone, path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_checkpoint_file(path)
     try:
         model.feature_extractor.vit.load_state_dict(state, strict=True)
     except RuntimeError as err:
