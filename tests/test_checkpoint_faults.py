@@ -222,7 +222,10 @@ def test_emc_authors_format_out_of_bounds_refused(tmp_path):
 # The small models the tests and benchmarks build (besides the named variants).
 TEST_SKIPCLICK = [dict(backbone="dinov2_vits14_reg", fusion_depth=1),
                   dict(backbone="dinov2_vits14_reg", fusion_depth=1, fpn_dims=(16, 32, 64, 128), head_channels=16),
-                  dict(fusion_depth=1, fpn_dims=(16, 32, 64, 128), backbone="dinov3_vitb16", tap_norm=True),
+                  dict(backbone="dinov2_vits14_reg", fusion_depth=1, fusion_heads=6, fpn_dims=(16, 32, 64, 128),
+                       head_channels=16, train_size=(28, 28)),
+                  dict(backbone="dinov3_vitb16", tap_norm=True, fusion_depth=1, fpn_dims=(16, 32, 64, 128),
+                       head_channels=16, train_size=(32, 32)),
                   dict(disk_radius=3, train_size=(224, 224)), dict(detail_channels=16)]
 TEST_EMC = [EMCConfig("hrnet", hrnet_width=8, ocr_width=8, small=True, mid_dims=8),
             EMCConfig("hrnet", hrnet_width=12, ocr_width=8, small=True, mid_dims=8),
@@ -293,3 +296,135 @@ def test_commands_report_a_bad_checkpoint_in_one_line(good, tmp_path):
     done = run_command("export", "--checkpoint", str(crafted), "--out", str(tmp_path / "out"), "--debug")
     assert done.returncode == 2 and "Traceback (most recent call last)" in done.stderr
     assert "isegm.model.checkpoint.CheckpointError" in done.stderr
+
+
+# --- training resume: the same loader, and the previous checkpoint when the last is damaged -----
+
+def small_trainer(exp_path: Path):
+    from isegm.engine.losses import NormalizedFocalLossSigmoid
+    from isegm.engine.optimizer import get_optimizer
+    from isegm.engine.trainer import Trainer, TrainerConfig
+    from training_toys import Rectangles, tiny_model
+    model = tiny_model()
+    config = TrainerConfig(exp_path=exp_path, epochs=4, batch_size=4, workers=0, image_dump_interval=0)
+    optimizer = get_optimizer(model, "adam", {"lr": 1e-3})
+    return Trainer(model, config, Rectangles(n=8, size=28, epoch_len=8), NormalizedFocalLossSigmoid(0.5, 2), optimizer)
+
+
+def _nudge(model, value: float) -> None:
+    with torch.no_grad():
+        next(model.parameters()).fill_(value)
+
+
+def test_resume_falls_back_to_the_previous_checkpoint(tmp_path, capsys):
+    trainer = small_trainer(tmp_path)
+    folder = trainer.config.checkpoints_path
+    for epoch in (0, 1):   # two epochs' checkpoints, told apart by one weight
+        _nudge(trainer.model, epoch + 0.5)
+        trainer.save(epoch)
+    last, previous = folder / "last_checkpoint.pth", folder / "previous_checkpoint.pth"
+    assert torch.load(previous, weights_only=True)["epoch"] == 0
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])   # a write killed half-way
+
+    resumed = small_trainer(tmp_path)
+    resumed.resume(last)
+    assert resumed.start_epoch == 1 and next(resumed.model.parameters()).flatten()[0].item() == 0.5
+    warning = capsys.readouterr().err.splitlines()
+    assert len(warning) == 1 and warning[0].startswith("warning: cannot resume from") and "cut short" in warning[0]
+    assert str(last) in warning[0] and str(previous) in warning[0]
+
+    _nudge(resumed.model, 1.5)
+    resumed.save(1)   # the unreadable file is not kept as the previous checkpoint
+    assert torch.load(previous, weights_only=True)["epoch"] == 0
+    intact = small_trainer(tmp_path)   # with both intact, the last one is used, silently
+    intact.resume(last)
+    assert intact.start_epoch == 2 and next(intact.model.parameters()).flatten()[0].item() == 1.5
+    assert capsys.readouterr().err == ""
+
+
+def test_resume_errors_name_the_file(tmp_path):
+    trainer = small_trainer(tmp_path)
+    with pytest.raises(CheckpointNotFoundError, match="none.pth"):
+        trainer.resume(tmp_path / "none.pth")
+    (tmp_path / "last_checkpoint.pth").write_bytes(b"PK\x03\x04 cut")   # no previous checkpoint beside it
+    with pytest.raises(CheckpointError, match=r"last_checkpoint.pth': the file is cut short"):
+        trainer.resume(tmp_path / "last_checkpoint.pth")
+    save_checkpoint(trainer.model, tmp_path / "weights.pth")
+    with pytest.raises(CheckpointError, match=r"weights.pth': holds weights only.*--weights"):
+        trainer.resume(tmp_path / "weights.pth")
+
+
+# --- atomic writes: nothing half-written, no temporary file left for good ------------------------
+
+def test_failed_write_leaves_the_old_file_and_no_temporary_file(tmp_path):
+    from isegm.utils.files import atomic_write
+    target = tmp_path / "results.json"
+    atomic_write(target, b"old")
+
+    def dies(f):
+        f.write(b"half")
+        raise KeyboardInterrupt   # Ctrl-C in the middle of a write
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, dies)
+    assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["results.json"]
+
+
+KILLED_WRITE = """
+import os, sys, time
+from isegm.utils.files import atomic_write
+def slow(f):
+    f.write(b"half a file")
+    f.flush()
+    print("writing", flush=True)
+    time.sleep(60)
+atomic_write(sys.argv[1], slow)
+"""
+
+
+def test_a_killed_write_leaves_a_temporary_file_the_next_process_removes(tmp_path):
+    target = tmp_path / "model.pth"
+    target.write_bytes(b"old")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITE, str(target)], stdout=subprocess.PIPE, env=env)
+    assert writer.stdout.readline() == b"writing\n"
+    writer.kill()   # SIGKILL: no finally runs
+    writer.wait(timeout=30)
+    left = [p for p in tmp_path.iterdir() if p.name != "model.pth"]
+    assert len(left) == 1 and left[0].name.startswith(".model.pth.atomic-") and left[0].name.endswith(".tmp")
+    assert target.read_bytes() == b"old"
+    time.sleep(0.05)   # the next process starts after the killed write's last change
+    subprocess.run([sys.executable, "-c", "import sys; from isegm.utils.files import atomic_write; "
+                    "atomic_write(sys.argv[1], b'new')", str(target)], check=True, env=env, timeout=120)
+    assert sorted(os.listdir(tmp_path)) == ["model.pth"] and target.read_bytes() == b"new"
+
+
+def test_only_stale_temporary_files_are_removed(tmp_path, monkeypatch):
+    from isegm.utils import files
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    host = files._HOST
+    names = {"dead": f".a.pth.atomic-{host}-{dead}-0a1b.tmp",            # its writer is gone
+             "other_host": f".b.pth.atomic-{host}x-{os.getpid()}-0a1b.tmp",   # another machine's, old
+             "alive": f".c.pth.atomic-{host}-{os.getpid()}-0a1b.tmp",    # a running process's (ours)
+             "recent": f".d.pth.atomic-{host}-{dead}-0a1b.tmp",           # written after this process started
+             "foreign": ".e.pth.tmp"}                                    # not ours to remove
+    for name in names.values():
+        (tmp_path / name).write_bytes(b"x")
+    for key in ("dead", "other_host", "alive"):
+        os.utime(tmp_path / names[key], (files.PROCESS_START - 60, files.PROCESS_START - 60))
+    assert sorted(p.name for p in files.stale_temp_files(tmp_path)) == sorted([names["dead"], names["other_host"]])
+    assert [p.name for p in files.stale_temp_files(tmp_path, "a.pth")] == [names["dead"]]
+    removed = files.remove_stale_temp_files(tmp_path)
+    assert len(removed) == 2 and sorted(os.listdir(tmp_path)) == sorted([names["alive"], names["recent"],
+                                                                          names["foreign"]])
+
+
+def test_keep_previous_links_the_old_content(tmp_path):
+    from isegm.utils.files import atomic_write, keep_previous
+    assert not keep_previous(tmp_path / "last.pth", tmp_path / "previous.pth")
+    atomic_write(tmp_path / "last.pth", b"epoch 0")
+    assert keep_previous(tmp_path / "last.pth", tmp_path / "previous.pth")
+    atomic_write(tmp_path / "last.pth", b"epoch 1")
+    assert (tmp_path / "previous.pth").read_bytes() == b"epoch 0" and (tmp_path / "last.pth").read_bytes() == b"epoch 1"
+    assert sorted(os.listdir(tmp_path)) == ["last.pth", "previous.pth"]

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from ..engine.experiment import family_tree, find_experiment, init_experiment, load_model_file
+from ..engine.trainer import LAST_CHECKPOINT, PREVIOUS_CHECKPOINT
 from ..utils import distributed as dist_utils
 from ..utils.config import add_config_argument, load_config
 from ..utils.device import add_device_arguments, device_from_args, precision, select_dtype
@@ -84,9 +85,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def resume_checkpoint(exp_path: Path, prefix: str) -> Path:
     """The checkpoint ``--resume-prefix`` names in the experiment (``last``/``latest``: the last one)."""
     prefix = "last_checkpoint" if prefix in ("last", "latest") else prefix
-    found = sorted((exp_path / "checkpoints").glob(f"{prefix}*.pth"))
+    folder = exp_path / "checkpoints"
+    found = sorted(folder.glob(f"{prefix}*.pth"))
+    if not found and prefix == "last_checkpoint" and (folder / PREVIOUS_CHECKPOINT).is_file():
+        return folder / LAST_CHECKPOINT   # Trainer.resume falls back to the previous one, with a warning
     if len(found) != 1:
-        exit_error(f"--resume-prefix {prefix!r}: expected one checkpoint in {exp_path / 'checkpoints'}, "
+        exit_error(f"--resume-prefix {prefix!r}: expected one checkpoint in {folder}, "
                    f"found {[p.name for p in found] or 'none'}")
     return found[0]
 

@@ -11,13 +11,16 @@ does that too, for comparison. A loss with several terms (``MultiTermLoss``) is 
 
 Reproducible: data draws are keyed by (seed, epoch, index) and click draws by (seed, epoch,
 step, rank), so a resumed run (``Trainer.resume``) gives the weights of an uninterrupted one.
-Checkpoints are written atomically. Multi-GPU / multi-node runs use torchrun
+Checkpoints are written atomically; the state of the epoch before the last is kept as
+``previous_checkpoint.pth``, which ``resume`` falls back to when ``last_checkpoint.pth`` cannot be
+read. Multi-GPU / multi-node runs use torchrun
 (DistributedDataParallel, one process per GPU).
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,8 +32,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..model.checkpoint import save_checkpoint
+from ..model.checkpoint import CheckpointError, read_checkpoint_file, save_checkpoint
+from ..model.state_dict import load_strict
 from ..utils import distributed as dist_utils
+from ..utils.files import keep_previous, remove_stale_temp_files
 from ..utils.vis import draw_prediction
 from .click_simulation import PRED_THRESHOLD, draw_num_clicks
 from .steps import ClickTraining, click_step_for
@@ -39,6 +44,9 @@ __all__ = ["ClickTraining", "ScalarLog", "Trainer", "TrainerConfig"]   # ClickTr
 
 # Validation's click draws use this in place of the epoch, apart from every training stream.
 VALIDATION_STREAM = 2 ** 31 - 1
+# The checkpoints holding the training state: the last epoch's, and the one before it.
+LAST_CHECKPOINT = "last_checkpoint.pth"
+PREVIOUS_CHECKPOINT = "previous_checkpoint.pth"
 
 
 @dataclass
@@ -47,7 +55,8 @@ class TrainerConfig:
 
     ``batch_size`` is the global batch (split over processes); ``grad_accumulation`` micro
     batches make one optimizer step. ``checkpoint_interval``: ``[(from_epoch, every_n)]``, the
-    family's schedule; ``last_checkpoint.pth`` is written after every epoch.
+    family's schedule; ``last_checkpoint.pth`` is written after every epoch (the one before it
+    kept as ``previous_checkpoint.pth``).
     ``next_clicks_gamma``: None draws the number of simulated clicks uniformly from
     ``0 .. max_num_next_clicks`` (SkipClick), a value ``P(k) ∝ gamma ** k`` (EMC-Click, 0.8).
     ``click_polarity``: the simulated clicks' rule (``add_next_clicks``).
@@ -142,6 +151,8 @@ class Trainer:
         self.micro_batch = config.batch_size // (self.process.world_size * config.grad_accumulation)
         self.start_epoch = 0
         self.log: Optional[ScalarLog] = None
+        # set when resume fell back to previous_checkpoint.pth: the next save keeps that one
+        self._last_unreadable = False
 
     # --- data -------------------------------------------------------------------------------
 
@@ -159,6 +170,10 @@ class Trainer:
         if self.process.is_main:
             self.log = ScalarLog(self.config.logs_path)
             self.config.checkpoints_path.mkdir(parents=True, exist_ok=True)
+            removed = remove_stale_temp_files(self.config.checkpoints_path)
+            if removed:
+                print(f"note: removed {len(removed)} temporary files of interrupted checkpoint writes: "
+                      f"{', '.join(p.name for p in removed)}", file=sys.stderr)
         try:
             for epoch in range(self.start_epoch, self.config.epochs):
                 self.train_epoch(epoch)
@@ -300,11 +315,15 @@ class Trainer:
         return state
 
     def save(self, epoch: int) -> None:
-        """``last_checkpoint.pth`` (weights and training state) every epoch, ``<epoch>.pth``
-        (weights) on the checkpoint schedule; rank 0 writes, atomically."""
+        """``last_checkpoint.pth`` (weights and training state) every epoch, the one it replaces
+        kept as ``previous_checkpoint.pth``; ``<epoch>.pth`` (weights) on the checkpoint
+        schedule; rank 0 writes, atomically."""
         if self.process.is_main:
             folder = self.config.checkpoints_path
-            save_checkpoint(self.model, folder / "last_checkpoint.pth", epoch=epoch,
+            if not self._last_unreadable:
+                keep_previous(folder / LAST_CHECKPOINT, folder / PREVIOUS_CHECKPOINT)
+            self._last_unreadable = False
+            save_checkpoint(self.model, folder / LAST_CHECKPOINT, epoch=epoch,
                             training_state=self.training_state(epoch))
             every = [n for start, n in self.config.checkpoint_interval if start <= epoch][-1:] or [0]
             if every[0] > 0 and epoch % every[0] == 0 or epoch == self.config.epochs - 1:
@@ -313,20 +332,51 @@ class Trainer:
 
     def resume(self, path: Path) -> None:
         """Continue from a ``last_checkpoint.pth``: weights, optimizer, scheduler, RNG and the
-        next epoch, so the run goes on as if it had never stopped."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if "training_state" not in state:
-            raise ValueError(f"{path} holds weights only (no training state); start a new run from it with "
-                             "--weights instead of resuming")
-        self.model.load_state_dict(state["state_dict"])   # the file is read once, weights and state alike
+        next epoch, so the run goes on as if it had never stopped. When ``last_checkpoint.pth``
+        cannot be read (a damaged disk, a copy cut short), the ``previous_checkpoint.pth`` beside
+        it is used, with a warning naming both; errors are ``CheckpointError`` naming the file."""
+        path = Path(path)
+        source, state = self._read_resume_state(path)
         training = state["training_state"]
-        self.optimizer.load_state_dict(training["optimizer"])
-        if self.scheduler is not None and "scheduler" in training:
-            self.scheduler.load_state_dict(training["scheduler"])
-        torch.set_rng_state(training["torch_rng"])
-        if "cuda_rng" in training and self.device.type == "cuda":
-            torch.cuda.set_rng_state(training["cuda_rng"], self.device)
-        self.start_epoch = training["epoch"] + 1
+        load_strict(self.model, state["state_dict"], source, "the model this run builds")
+        try:
+            self.optimizer.load_state_dict(training["optimizer"])
+            if self.scheduler is not None and "scheduler" in training:
+                self.scheduler.load_state_dict(training["scheduler"])
+            torch.set_rng_state(training["torch_rng"])
+            if "cuda_rng" in training and self.device.type == "cuda":
+                torch.cuda.set_rng_state(training["cuda_rng"], self.device)
+            self.start_epoch = int(training["epoch"]) + 1
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise CheckpointError(source, f"its training state does not fit this run's optimizer or scheduler "
+                                          f"({type(err).__name__}: {err})",
+                                  "resume with the model file and settings the run started with") from err
+
+    def _read_resume_state(self, path: Path) -> Tuple[str, Dict[str, Any]]:
+        """The file ``resume`` continues from and its content: ``path``, or for a
+        ``last_checkpoint.pth`` that cannot be read, the previous one."""
+        candidates = [path] + ([path.with_name(PREVIOUS_CHECKPOINT)] if path.name == LAST_CHECKPOINT else [])
+        failed: Optional[CheckpointError] = None
+        for candidate in candidates:
+            if failed is not None and not candidate.is_file():
+                break
+            try:
+                state = read_checkpoint_file(candidate)
+            except CheckpointError as err:
+                failed = failed or err
+                continue
+            if not (isinstance(state, dict) and isinstance(state.get("state_dict"), dict)):
+                raise CheckpointError(candidate, "holds no model state dict", "resume from an experiment's "
+                                      "checkpoints/last_checkpoint.pth")
+            if "training_state" not in state:
+                raise CheckpointError(candidate, "holds weights only (no training state)",
+                                      "start a new run from it with --weights instead of resuming")
+            self._last_unreadable = failed is not None
+            if failed is not None and self.process.is_main:
+                print(f"warning: cannot resume from {failed.path} ({failed.problem}); resuming from the previous "
+                      f"checkpoint {candidate} instead", file=sys.stderr)
+            return str(candidate), state
+        raise failed
 
 
 def _progress(iterable: Any, desc: str, show: bool) -> Any:
