@@ -13,7 +13,7 @@ from typing import Dict
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, shared_path
 from isegm.app.__main__ import parse_args as app_args
 from isegm.cli import console, evaluate, tables, train
 from isegm.cli.common import CommandError, HelpFormatter, exit_error, main_entry
@@ -214,7 +214,34 @@ def test_main_entry_names_an_unexpected_error_and_how_to_see_its_traceback(capsy
     assert len(err) == 1
 
 
-def test_every_command_accepts_debug():
-    for prog, parser in parsers().items():
-        if prog in ("skipclick-train", "skipclick-tables"):
-            assert "--debug" in {o for action in parser._actions for o in action.option_strings}, prog
+def test_the_commands_accept_debug():
+    from isegm.cli import export, weights
+    found = parsers()
+    assert "--debug" in found["skipclick-train"].format_help() and "--debug" in found["skipclick-tables"].format_help()
+    assert export.build_parser().parse_args(["--checkpoint", "c", "--out", "o", "--debug"]).debug
+    for argv in (["--debug", "list"], ["list", "--debug"], ["check", "--debug"]):
+        weights.build_parser().parse_args(argv)
+
+
+@pytest.mark.parametrize("script, args", [
+    ("train.py", ["models/quickstart/tiny.py", "--cpu", "--workers", "0", "--exp-name", "x", "--weights"]),
+    ("scripts/evaluate_model.py", ["NoBRS", "--datasets", "GrabCut", "--cpu", "--checkpoint"]),
+])
+def test_clone_scripts_report_a_damaged_checkpoint_in_one_line(script, args, tmp_path):
+    """The clone's scripts run through main_entry: one ``error:`` line naming the file, status 2;
+    ``SKIPCLICK_DEBUG=1`` adds the traceback."""
+    damaged = tmp_path / "cut.pth"
+    damaged.write_bytes(b"PK\x03\x04" + bytes(100))
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "SKIPCLICK_DEBUG": "",
+           "SKIPCLICK_EXPS_PATH": str(tmp_path / "exps")}
+    if script.endswith("evaluate_model.py"):   # it checks the dataset folders first
+        env["SKIPCLICK_GRABCUT_PATH"] = str(shared_path("datasets", "GrabCut"))
+    command = [sys.executable, str(REPO / script), *[str(REPO / a) if a.endswith(".py") else a for a in args],
+               str(damaged)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    lines = done.stderr.splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
+    assert lines[0].startswith(f"error: {str(damaged)!r}: the file is cut short")
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env={**env, "SKIPCLICK_DEBUG": "1"},
+                          timeout=300)
+    assert done.returncode == 2 and "Traceback (most recent call last)" in done.stderr, done.stderr[-3000:]
