@@ -34,7 +34,7 @@ FORMAT = "skipclick-checkpoint/1"
 _STAND_INS_SUPPORTED = torch.__version__ >= "2.6"
 _ZIP_MAGIC = b"PK\x03\x04"     # torch.save's format since torch 1.6
 _PICKLE_MAGIC = b"\x80"         # a pickle (protocol 2+): torch's legacy format, or a plain pickle
-_DAMAGED_FIX = "the file is damaged (an interrupted download, copy or save): copy or download it again"
+_DAMAGED_FIX = "copy, download or save it again (an interrupted copy, download or save leaves such a file)"
 
 PathLike = Union[str, "os.PathLike[str]"]
 Device = Union[str, torch.device]
@@ -48,9 +48,6 @@ class CheckpointError(ValueError):
         self.path, self.problem, self.fix = os.fspath(path), problem, fix
         super().__init__(f"{self.path!r}: {problem}" + (f"; {fix}" if fix else ""))
 
-    def __str__(self) -> str:   # one message whichever base class formats it
-        return f"{self.path!r}: {self.problem}" + (f"; {self.fix}" if self.fix else "")
-
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """No file at a checkpoint's path (also a ``FileNotFoundError``)."""
@@ -58,6 +55,9 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     def __init__(self, path: PathLike, problem: str, fix: str = "") -> None:
         CheckpointError.__init__(self, path, problem, fix)
         self.filename = self.path
+
+    def __str__(self) -> str:   # the message, not OSError's "[Errno None] None: 'PATH'"
+        return BaseException.__str__(self)
 
 
 def _where_to_get() -> str:
@@ -78,8 +78,7 @@ def check_file(path: PathLike) -> None:
                               "Predictor and skipclick-app, not by load_checkpoint)")
     size = os.path.getsize(path)
     if size == 0:
-        raise CheckpointError(path, "the file is empty (0 bytes)",
-                              "it was never written completely: copy, download or save it again")
+        raise CheckpointError(path, "the file is empty (0 bytes)", _DAMAGED_FIX)
     with open(path, "rb") as f:
         head = f.read(len(_ZIP_MAGIC))
     if head == _ZIP_MAGIC:
