@@ -82,7 +82,7 @@ def test_resume_after_an_interruption_gives_the_same_numbers(setup):
     full = json.loads((logs / "results_fixed56_NoBRS_3.json").read_text())["datasets"]["GrabCut"]
     records = logs / "instances" / "GrabCut_fixed56_NoBRS_3.jsonl"
     settings, first = records.read_text().splitlines()[:2]
-    records.write_text(f"{settings}\n{first}\n" + '{"sample_index": 1, "obj')   # stopped while writing the second record
+    records.write_text(f"{settings}\n{first}\n" + '{"sample_index": 1, "obj')   # stopped writing the second record
     assert evaluate(setup, "--logs-path", str(setup / "full"), "--resume") == 0
     resumed = json.loads((logs / "results_fixed56_NoBRS_3.json").read_text())["datasets"]["GrabCut"]
     assert [i["ious"] for i in resumed["instances"]] == [i["ious"] for i in full["instances"]]
@@ -97,9 +97,10 @@ def test_corrupt_image_stops_with_its_name_or_is_skipped(setup, capsys):
     bad.write_bytes(b"not an image")
     config = setup / "broken.yml"
     config.write_text((setup / "config.yml").read_text().replace(str(setup / "GrabCut"), str(broken)))
-    assert evaluate(setup, "--config-path", str(config), "--logs-path", str(setup / "b")) == 1
+    with pytest.raises(SystemExit) as stop:
+        evaluate(setup, "--config-path", str(config), "--logs-path", str(setup / "b"))
     err = capsys.readouterr().err
-    assert bad.name in err and "--skip-bad" in err
+    assert stop.value.code == 2 and err.count("\n") == 1 and bad.name in err and "--skip-bad" in err
     assert evaluate(setup, "--config-path", str(config), "--logs-path", str(setup / "b"), "--skip-bad") == 0
     results = json.loads((setup / "b" / "others" / "tiny" / "results_fixed56_NoBRS_3.json").read_text())
     assert results["datasets"]["GrabCut"]["n_instances"] == 2

@@ -231,8 +231,9 @@ def vis_callback(folder: Path, threshold: float) -> Callable:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run the command; 0 on success, 1 when a run stopped on an unreadable sample. A wrong
-    setting (missing file, config key, device) stops it with a one-line error and status 2."""
+    """Run the command; 0 on success. A known problem (a missing or unreadable file, a wrong
+    setting, records of other settings, a failed write) stops it with one ``error:`` line per
+    problem and status 2."""
     args = parse_args(argv)
     process = init_from_env()
     try:
@@ -302,10 +303,10 @@ def evaluate(args: argparse.Namespace, process: Process) -> int:
     try:
         return _evaluate(args, process)
     except RunFailed as err:
-        if process.is_main:
-            print(f"error: {err}\nThe instances evaluated so far are in {err.folder}. Fix or remove the file and "
-                  "rerun with --resume, or rerun with --skip-bad to skip such samples.", file=sys.stderr)
-        return 1
+        if not process.is_main:
+            raise SystemExit(2) from None   # rank 0 says why
+        exit_error(f"{err}. The instances evaluated so far are kept in {err.folder}: fix or remove the file and "
+                   "rerun with --resume, or rerun with --skip-bad to skip such samples")
 
 
 @dataclass
@@ -487,7 +488,8 @@ def _evaluate(args: argparse.Namespace, process: Process) -> int:
             if print_header:
                 print(header)
             print(row)
-            append_log(logs_path / f"{name_prefix(plan, dataset_name)}{run_name}.txt", header if print_header else None, row)
+            append_log(logs_path / f"{name_prefix(plan, dataset_name)}{run_name}.txt",
+                       header if print_header else None, row)
             print_header = False
             if result.skipped:
                 print(f"  {dataset_name}: {len(result.skipped)} of {len(dataset)} samples skipped as unreadable "

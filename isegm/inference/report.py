@@ -79,7 +79,7 @@ class InstanceLog:
                 if not changed:
                     continue
                 problem = f"was made with other settings ({'; '.join(changed)})"
-            raise RecordsMismatch(f"--resume: the records {str(path)!r} {problem}: rerun without --resume to start "
+            raise RecordsMismatch(f"--resume: the record file {str(path)!r} {problem}: rerun without --resume to start "
                                   "again, or write to another --logs-path, or delete the file")
 
     def remove_all(self) -> None:
