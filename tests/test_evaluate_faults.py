@@ -117,6 +117,26 @@ def test_truncated_jpeg_is_an_error_naming_the_file(tmp_path, name):
         assert str(path) in str(err.value)
 
 
+def test_thumbnails_and_progressive_jpegs_do_not_fool_the_check(tmp_path):
+    """An EXIF thumbnail holds a whole JPEG (its own end-of-image marker) inside a header
+    segment; a progressive JPEG has several scans. Intact they pass, truncated they fail."""
+    needs_datasets()
+    image = cv2.imread(str(DATASETS / "DAVIS" / "img" / "000.jpg"))
+    thumbnail = cv2.imencode(".jpg", cv2.resize(image, (160, 90)))[1].tobytes()
+    payload = b"Exif\0\0" + thumbnail
+    main = cv2.imencode(".jpg", image)[1].tobytes()
+    with_thumbnail = main[:2] + b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload + main[2:]
+    progressive = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    for name, data in (("thumbnail.jpg", with_thumbnail), ("progressive.jpg", progressive)):
+        path = tmp_path / name
+        path.write_bytes(data)
+        assert np.array_equal(read_image(path), cv2.imread(str(path))[:, :, ::-1])
+        path.write_bytes(data[:len(with_thumbnail) // 2 if name == "thumbnail.jpg" else len(data) * 3 // 4])
+        assert cv2.imread(str(path)) is not None
+        with pytest.raises(DatasetError, match="truncated"):
+            read_image(path)
+
+
 def test_corrupt_png_mask_and_truncated_bmp_are_errors(tmp_path):
     needs_datasets()
     png = bytearray((DATASETS / "DAVIS" / "gt" / "000.png").read_bytes())
