@@ -241,7 +241,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         exit_error(str(err))
     except OutputError as err:
-        exit_error(f"{err}. The files written before it are unchanged and every finished instance is kept in the "
+        exit_error(f"{err}; the file keeps its previous content and every finished instance is kept in the "
                    "instance records: free space (or fix the folder) and rerun with --resume")
     finally:
         shutdown()
