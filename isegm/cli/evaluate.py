@@ -12,6 +12,12 @@ Besides the family's table and log file, each run writes ``results_<eval_mode>_<
 (``instances/*.jsonl``, continued by ``--resume``) and a mIoU-versus-clicks plot; a WSESeg run
 also writes the per-class NoC radar chart.
 
+Before the first click every dataset folder, checkpoint and the output folder are checked (all
+problems listed at once, nothing run). A truncated or corrupt image is an error naming it (or a
+skipped sample with ``--skip-bad``). Results, CSV and plots are replaced atomically after each
+dataset; ``--resume`` continues only records made with the same settings (the first line of each
+record file) and rebuilds the summary of every dataset from them.
+
 Faster, with the same numbers: ``--batch-size 16`` clicks on 16 instances at once (one network
 call per click for all), and torchrun shards the images over processes (one per GPU)::
 
@@ -107,8 +113,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         "file name or the baseline's)")
     add_config_argument(parser)
     parser.add_argument("--logs-path", default="", help="output folder (default: EXPS_PATH/evaluation_logs)")
-    parser.add_argument("--skip-bad", action="store_true", help="skip unreadable samples and list them in the report")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its instance records")
+    parser.add_argument("--skip-bad", action="store_true", help="skip unreadable (truncated, corrupt) samples and "
+                        "list them in the report")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its instance records "
+                        "(refused when they were made with other settings)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N samples of each dataset "
                         "(default: all)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
