@@ -198,6 +198,28 @@ def test_resume_with_the_same_settings_rebuilds_every_dataset_from_the_records(s
         assert [i["ious"] for i in resumed[name]["instances"]] == [i["ious"] for i in full[name]["instances"]]
 
 
+def test_each_checkpoint_of_an_experiment_resumes_from_its_own_records(setup, capsys):
+    """``--exp-path`` with two checkpoints: one record file each, so a resumed run gives each
+    checkpoint its own numbers (a shared file gave one checkpoint's clicks to the other)."""
+    checkpoints = setup / "exps" / "exp1" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    for seed, name in ((0, "a"), (1, "b")):
+        save_checkpoint(tiny_model(seed), checkpoints / f"{name}.pth")
+    config = setup / "config.yml"
+    config.write_text(config.read_text() + f"EXPS_PATH: {setup / 'exps'}\n")
+    flags = [arg for arg in args_for(setup) if arg not in ("--checkpoint", "tiny")]
+    assert command.main([*flags, "--exp-path", "exp1"]) == 0
+    folder = setup / "logs" / "exp1"
+    assert sorted(p.name for p in (folder / "instances").iterdir()) == \
+        [f"all_checkpoints_{name}_GrabCut_{RUN}.jsonl" for name in ("a", "b")]
+    full = json.loads((folder / f"all_checkpoints_results_{RUN}.json").read_text())["datasets"]
+    assert command.main([*flags, "--exp-path", "exp1", "--resume"]) == 0
+    resumed = json.loads((folder / f"all_checkpoints_results_{RUN}.json").read_text())["datasets"]
+    for key in ("GrabCut:a", "GrabCut:b"):
+        assert [i["ious"] for i in resumed[key]["instances"]] == [i["ious"] for i in full[key]["instances"]]
+    assert [i["ious"] for i in full["GrabCut:a"]["instances"]] != [i["ious"] for i in full["GrabCut:b"]["instances"]]
+
+
 # --- pre-flight -------------------------------------------------------------------------------
 
 def test_a_missing_second_dataset_stops_before_the_first_click(setup, capsys):

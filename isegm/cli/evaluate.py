@@ -380,9 +380,13 @@ def name_prefix(plan: Plan, dataset_name: str) -> str:
     return plan.logs_prefix + "_" + ("" if len(plan.checkpoints) == 1 else f"{dataset_name}_")
 
 
-def records_stem(args: argparse.Namespace, plan: Plan, dataset_name: str) -> str:
-    """The name of a dataset run's records under ``instances/``, without extension."""
-    return f"{name_prefix(plan, dataset_name)}{dataset_name}_{args.eval_mode}_{args.mode}_{args.n_clicks}"
+def records_stem(args: argparse.Namespace, plan: Plan, dataset_name: str, checkpoint: Optional[Path]) -> str:
+    """The name of the records of one dataset and checkpoint under ``instances/``, without
+    extension (each checkpoint of an experiment has its own)."""
+    run = f"{dataset_name}_{args.eval_mode}_{args.mode}_{args.n_clicks}"
+    if len(plan.checkpoints) > 1 and checkpoint is not None:
+        return f"{plan.logs_prefix}_{checkpoint.stem}_{run}"
+    return f"{name_prefix(plan, dataset_name)}{run}"
 
 
 def rclicks_records(args: argparse.Namespace, logs_path: Path, stem: str, dataset_name: str, run: ProtocolRun
@@ -442,7 +446,7 @@ def resume_problems(args: argparse.Namespace, plan: Plan) -> List[str]:
     for name, _, size in plan.datasets:
         for checkpoint in plan.checkpoints:
             settings = run_settings(args, plan, checkpoint, name, size)
-            stem = records_stem(args, plan, name)
+            stem = records_stem(args, plan, name, checkpoint)
             paths = [rclicks_records(args, plan.logs_path, stem, name, run)
                      for run in protocol_runs(args.groups, args.seeds)] if args.clicker == "rclicks" \
                 else [plan.logs_path / "instances" / f"{stem}.jsonl"]
@@ -474,7 +478,7 @@ def _evaluate(args: argparse.Namespace, process: Process) -> int:
             model_name = args.model_name or (args.baseline if checkpoint is None else checkpoint.stem)
             predictor = make_predictor(args, checkpoint, dataset_name, device)
             settings = run_settings(args, plan, checkpoint, dataset_name, size)
-            stem = records_stem(args, plan, dataset_name)
+            stem = records_stem(args, plan, dataset_name, checkpoint)
             key = dataset_name if single else f"{dataset_name}:{checkpoint.stem}"
             if args.clicker == "rclicks":
                 with context():
