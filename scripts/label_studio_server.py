@@ -112,9 +112,9 @@ def label_studio(log: Optional[Path] = None) -> Iterator[LabelStudio]:
                "LABEL_STUDIO_BASE_DATA_DIR": data, "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
                "COLLECT_ANALYTICS": "false", "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": ""}
         output = open(log or os.devnull, "w")
-        process = subprocess.Popen([command, "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port),
-                                    "--data-dir", data], env=env, stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen([command, "start", "--no-browser", "--internal-host", "127.0.0.1",
+                                    "--port", str(port), "--data-dir", data],
+                                   env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
         server = LabelStudio(f"http://127.0.0.1:{port}", EMAIL, password, token)
         try:
             deadline = time.monotonic() + START_TIMEOUT

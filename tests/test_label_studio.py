@@ -269,13 +269,15 @@ def test_bad_requests_answer_errors_and_the_server_keeps_running(scene, tmp_path
             (post(server.url + "/predict", None, raw=b"{nope"), 400, "not valid JSON"),
             (post(server.url + "/predict", [1, 2]), 400, "must be a JSON object"),
             (post(server.url + "/predict", {"params": {"context": {"result": good}}}), 400, "no 'tasks'"),
-            (post(server.url + "/predict", predict_request(f"{images}/scene.png", [keypoint(60, 40, shape, label="cat")])),
+            (post(server.url + "/predict", predict_request(f"{images}/scene.png",
+                                                           [keypoint(60, 40, shape, label="cat")])),
              400, "'cat' is not a label"),
             (post(server.url + "/predict", predict_request(f"{images}/scene.png", good, config="<View>")),
              400, "not valid XML"),
             (post(server.url + "/predict", predict_request(f"{images}/scene.png", good, config="<View/>")),
              400, "no <BrushLabels>"),
-            (post(server.url + "/setup", {"schema": "<View><Image name='i' value='$i'/></View>"}), 400, "no <BrushLabels>"),
+            (post(server.url + "/setup", {"schema": "<View><Image name='i' value='$i'/></View>"}), 400,
+             "no <BrushLabels>"),
             (post(server.url + "/predict", predict_request(f"{images}/missing.png", good)), 422, "HTTP 404"),
             (post(server.url + "/predict", predict_request(f"{images}/notes.txt", good)), 422, "is not an image"),
             (post(server.url + "/predict", predict_request(f"{images}/big.png", good)), 422, "over the limit"),
@@ -332,3 +334,23 @@ def test_command_line(tmp_path: Path) -> None:
         process.terminate()
         process.wait(timeout=30)
     assert "model-free grabcut baseline" in process.stderr.read()
+
+
+def test_onnx_folder(scene, tiny, tmp_path: Path) -> None:
+    """An export folder serves through ``Predictor(folder)``, one per cached image."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from isegm.onnx.export import export_model
+    image, _ = scene
+    export_model(tiny, tmp_path / "tiny", size=(SIZE, SIZE))
+    with pytest.raises(ValueError, match="ONNX export"):
+        load_segmenter(str(tmp_path / "tiny"), size=SIZE)
+    segmenter = load_segmenter(str(tmp_path / "tiny"))
+    coords, labels = np.array([[60.0, 40.0], [20.0, 15.0]]), np.array([1, 0])
+    expected, previous = None, None
+    predictor = Predictor(str(tmp_path / "tiny"))
+    predictor.set_image(image)
+    for n in (1, 2):
+        expected, previous = predictor.predict(coords[:n], labels[:n], mask_input=previous)
+    got = segmenter.segment("x", lambda: image, lambda h, w: (coords, labels))
+    assert got.clicks_run == 2 and np.array_equal(got.mask, expected)

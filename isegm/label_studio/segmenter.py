@@ -100,8 +100,8 @@ class Segmenter:
         with self._lock:
             return sum(entry.predictor is not None for entry in self._images.values())
 
-    def segment(self, key: str, load: Callable[[], np.ndarray], clicks: Callable[[int, int], Tuple[np.ndarray, np.ndarray]]
-                ) -> Outcome:
+    def segment(self, key: str, load: Callable[[], np.ndarray],
+                clicks: Callable[[int, int], Tuple[np.ndarray, np.ndarray]]) -> Outcome:
         """The mask of image ``key`` (``load()`` gives it, H x W x 3 uint8 RGB, when not cached) for
         the clicks ``clicks(height, width)`` returns: (N, 2) pixel coordinates (x, y) and (N,)
         labels (1 object, 0 background), in click order."""
