@@ -38,6 +38,7 @@ from isegm.label_studio.images import ImageSource  # noqa: E402
 from isegm.label_studio.segmenter import Outcome, Segmenter, load_segmenter  # noqa: E402
 from isegm.label_studio.server import LabelStudioBackend, serve_in_thread  # noqa: E402
 from isegm.model import EMC_CONFIGS, build_emc, build_skipclick, save_checkpoint  # noqa: E402
+from isegm.utils.device import DTYPES  # noqa: E402
 from isegm.utils.masks import padded_distance  # noqa: E402
 
 CONFIG = """<View>
@@ -52,6 +53,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--models", nargs="+", default=["skipclick", "segb0"],
                    help="checkpoint files, or variant names built with random weights (skipclick, segb0, hr18s, ...)")
     p.add_argument("--size", type=int, help="model input (default: each family's)")
+    p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="precision (bf16 / fp16: autocast)")
     p.add_argument("--tasks", type=int, default=3, help="tasks (first keypoints with encoding) per model")
     p.add_argument("--keypoints", type=int, default=5, help="keypoints per task")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -124,7 +126,7 @@ def main() -> None:
             cv2.imwrite(str(path), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
             images.append(path)
         for name in args.models:
-            segmenter = TimedSegmenter(load_segmenter(checkpoint_for(name, folder), "cpu", size=args.size))
+            segmenter = TimedSegmenter(load_segmenter(checkpoint_for(name, folder), "cpu", args.dtype, args.size))
             backend = LabelStudioBackend(segmenter, ImageSource(server.url, server.token))
             with serve_in_thread(backend) as ml:
                 project = server.create_project(f"benchmark {len(rows)}", CONFIG)
@@ -143,7 +145,7 @@ def main() -> None:
             model_first = [o.encode_ms + o.clicks_ms for o in segmenter.outcomes if o.encoded]
             model_later = [o.clicks_ms for o in segmenter.outcomes if not o.encoded]
             row = {"model": name, "description": segmenter.description, "tasks": len(tasks),
-                   "keypoints_per_task": len(regions), "threads": args.threads,
+                   "keypoints_per_task": len(regions), "threads": args.threads, "dtype": args.dtype,
                    "first_keypoint_ms": statistics.median(first), "later_keypoint_ms": statistics.median(later),
                    "later_keypoint_p90_ms": float(np.percentile(later, 90)),
                    "model_first_ms": statistics.median(model_first), "model_later_ms": statistics.median(model_later)}
