@@ -74,7 +74,7 @@ def clicks_for(gt: np.ndarray) -> List[Tuple[int, int, bool]]:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory) -> Iterator[Dict[str, Any]]:
+def labeling(tmp_path_factory) -> Iterator[Dict[str, Any]]:
     """Label Studio with a project, the GrabCut task, and the backend (SkipClick) connected."""
     image_path = conftest.shared_path("datasets", "GrabCut", "data_GT", IMAGE)
     gt_path = conftest.shared_path("datasets", "GrabCut", "boundary_GT", IMAGE.replace(".jpg", ".bmp"))
@@ -94,19 +94,19 @@ def setup(tmp_path_factory) -> Iterator[Dict[str, Any]]:
                    "image": decode_image(image_path.read_bytes(), IMAGE), "gt": gt, "model": model}
 
 
-def test_interactive_masks_equal_the_predictor(setup) -> None:
-    server, image, gt = setup["server"], setup["image"], setup["gt"]
+def test_interactive_masks_equal_the_predictor(labeling) -> None:
+    server, image, gt = labeling["server"], labeling["image"], labeling["gt"]
     shape = image.shape[:2]
     assert gt.shape == shape
     clicks = clicks_for(gt)
-    predictor = Predictor(setup["model"], device="cpu", size=SIZE)
+    predictor = Predictor(labeling["model"], device="cpu", size=SIZE)
     predictor.set_image(image)
     regions, previous, masks = [], None, []
     for n, (x, y, positive) in enumerate(clicks, 1):
         expected, previous = predictor.predict([[cx, cy] for cx, cy, _ in clicks[:n]],
                                                [int(p) for *_, p in clicks[:n]], mask_input=previous)
         regions.append(keypoint(x, y, shape, positive, label="athlete"))
-        answer = server.interactive(setup["ml"], setup["task"], regions)
+        answer = server.interactive(labeling["ml"], labeling["task"], regions)
         assert "errors" not in answer, answer
         (region,) = answer["data"]["result"]
         assert region["type"] == "brushlabels" and region["value"]["brushlabels"] == ["athlete"]
@@ -114,35 +114,36 @@ def test_interactive_masks_equal_the_predictor(setup) -> None:
         mask = rle_to_mask(region["value"]["rle"], *shape)
         assert np.array_equal(mask, expected), f"keypoint {n}: {int(mask.sum())} vs {int(expected.sum())} px"
         masks.append(mask)
-    assert setup["backend"].segmenter.encodings == 1   # one encoding, three keypoints
+    assert labeling["backend"].segmenter.encodings == 1   # one encoding, three keypoints
     assert len({int(m.sum()) for m in masks}) > 1, "the keypoints should change the mask"
-    setup["result"] = regions + [region]
+    labeling["result"] = regions + [region]
 
 
-def test_refused_keypoint_reaches_label_studio(setup) -> None:
+def test_refused_keypoint_reaches_label_studio(labeling) -> None:
     """A label the brush control lacks: Label Studio relays the backend's error; both keep serving."""
-    shape = setup["image"].shape[:2]
-    answer = setup["server"].interactive(setup["ml"], setup["task"], [keypoint(10, 10, shape, label="cat")])
+    server, ml, task = labeling["server"], labeling["ml"], labeling["task"]
+    shape = labeling["image"].shape[:2]
+    answer = server.interactive(ml, task, [keypoint(10, 10, shape, label="cat")])
     assert "400" in " ".join(answer["errors"]), answer
-    answer = setup["server"].interactive(setup["ml"], setup["task"], [keypoint(*deepest(setup["gt"]), shape)])
+    answer = server.interactive(ml, task, [keypoint(*deepest(labeling["gt"]), shape)])
     assert "errors" not in answer and answer["data"]["result"][0]["type"] == "brushlabels"
 
 
 @pytest.mark.skipif(browser.missing() is not None, reason=f"no browser: {browser.missing()}")
-def test_labeling_page_screenshot(setup) -> None:
+def test_labeling_page_screenshot(labeling) -> None:
     """The labeling page, logged in, showing the task annotated with the keypoints and SkipClick's mask."""
-    result = setup.get("result")
+    result = labeling.get("result")
     if result is None:
         pytest.skip("needs test_interactive_masks_equal_the_predictor's result")
-    server = setup["server"]
-    server.request("POST", f"/api/tasks/{setup['task']}/annotations", {"result": result})
+    server = labeling["server"]
+    server.request("POST", f"/api/tasks/{labeling['task']}/annotations", {"result": result})
     with browser.chromium(1280, 860) as driver:
         driver.get(server.url + "/user/login/")
         driver.find_element("name", "email").send_keys(server.email)
         driver.find_element("name", "password").send_keys(server.password)
         driver.find_element("css selector", "button[type=submit], input[type=submit]").click()
         _wait(driver, lambda: "/user/login" not in driver.current_url, "the login")
-        driver.get(f"{server.url}/projects/{setup['project']}/data?task={setup['task']}")
+        driver.get(f"{server.url}/projects/{labeling['project']}/data?task={labeling['task']}")
         _wait(driver, lambda: driver.execute_script(
             "return [...document.querySelectorAll('canvas')].some(c => c.width > 300)"), "the image canvas")
         time.sleep(3)   # the brush layer and the region list render after the image
