@@ -36,5 +36,6 @@ setup(
         "skipclick-app = isegm.app.__main__:main",
         "skipclick-export = isegm.cli.export:main",
         "skipclick-weights = isegm.cli.weights:main",
+        "skipclick-label-studio = isegm.label_studio.__main__:main",
     ]},
 )
