@@ -10,7 +10,7 @@ SHARED ?= ../shared
 EVAL_BENCH_ARGS ?= --checkpoint $(SHARED)/reference/model/official_format_skip.pth --limit 4 --n-clicks 5 \
 	--batch-sizes 1 4 --threads 2
 
-.PHONY: install quickstart test test-all benchmark benchmark-eval clean
+.PHONY: install quickstart test test-all test-label-studio benchmark benchmark-eval clean
 
 $(VENV)/.runtime: setup.py requirements.txt
 	$(PYTHON) -m venv --system-site-packages $(VENV)
@@ -31,12 +31,25 @@ QUICKSTART_ARGS ?=
 quickstart: $(VENV)/.runtime
 	$(PY) scripts/quickstart.py --out quickstart $(QUICKSTART_ARGS)
 
-## Run the test suite (the slow-marked tests are skipped; `make test-all` runs them too).
+## Run the test suite (the slow-marked tests are skipped; `make test-all` runs them too; the tests
+## against a real Label Studio run in `make test-label-studio`).
 test: install
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -m "not slow and not label_studio" tests
 
 test-all: install
 	$(PY) -m pytest -q tests
+
+## The Label Studio backend against a real Label Studio, installed into its own environment
+## (LABEL_STUDIO_BIN=/path/to/label-studio uses an installed one).
+LABEL_STUDIO ?= label-studio==1.23.0
+LABEL_STUDIO_BIN ?= $(VENV)-label-studio/bin/label-studio
+$(VENV)-label-studio/bin/label-studio:
+	$(PYTHON) -m venv $(VENV)-label-studio
+	$(VENV)-label-studio/bin/pip install -q "$(LABEL_STUDIO)"
+
+test-label-studio: install $(LABEL_STUDIO_BIN)
+	SKIPCLICK_LABEL_STUDIO=$(abspath $(LABEL_STUDIO_BIN)) SKIPCLICK_SHARED=$${SKIPCLICK_SHARED:-$(SHARED)} \
+	$(PY) -m pytest -q -m label_studio -rs tests/test_label_studio_server.py
 
 ## Per-click latency of the late-fusion model on the built-in default (random weights).
 benchmark: install
@@ -50,4 +63,4 @@ benchmark-eval: install
 	$(PY) scripts/benchmark_eval.py $(EVAL_BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) $(VENV)-label-studio *.egg-info

@@ -36,5 +36,6 @@ setup(
         "skipclick-app = isegm.cli.console:app",
         "skipclick-export = isegm.cli.console:export",
         "skipclick-weights = isegm.cli.console:weights",
+        "skipclick-label-studio = isegm.cli.console:label_studio",
     ]},
 )

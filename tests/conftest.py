@@ -39,6 +39,7 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: takes more than a few seconds; `make test-all` runs it")
+    config.addinivalue_line("markers", "label_studio: needs a real Label Studio server; `make test-label-studio` runs it")
 
 
 def shared_path(*parts: str) -> Path:

@@ -20,7 +20,8 @@ from isegm.cli.common import CommandError, HelpFormatter, exit_error, main_entry
 
 COMMANDS = {"skipclick-train": "isegm.cli.train:main", "skipclick-evaluate": "isegm.cli.evaluate:main",
             "skipclick-tables": "isegm.cli.tables:main", "skipclick-app": "isegm.app.__main__:main",
-            "skipclick-export": "isegm.cli.export:main", "skipclick-weights": "isegm.cli.weights:main"}
+            "skipclick-export": "isegm.cli.export:main", "skipclick-weights": "isegm.cli.weights:main",
+            "skipclick-label-studio": "isegm.label_studio.__main__:main"}
 
 
 def console_scripts() -> Dict[str, str]:

@@ -68,7 +68,8 @@ def test_outputs_of_a_run(setup, capsys):
     assert (logs / "results_fixed56_NoBRS_3.csv").read_text().splitlines()[1].startswith("GrabCut,3,0,")
     assert (logs / "plots" / "miou_fixed56_NoBRS_3.png").read_bytes()[:4] == b"\x89PNG"
     assert len((logs / "ious" / "GrabCut_fixed56_NoBRS_3.pkl").read_bytes()) > 0
-    records = (logs / "instances" / "GrabCut_fixed56_NoBRS_3.jsonl").read_text().splitlines()
+    settings, *records = (logs / "instances" / "GrabCut_fixed56_NoBRS_3.jsonl").read_text().splitlines()
+    assert json.loads(settings)["settings"]["target_iou"] == 0.95
     assert [json.loads(r)["ious"] for r in records] == [i["ious"] for i in grabcut["instances"]]
     # A second run appends its row to the log without a second header.
     assert evaluate(setup) == 0
@@ -80,13 +81,13 @@ def test_resume_after_an_interruption_gives_the_same_numbers(setup):
     logs = setup / "full" / "others" / "tiny"
     full = json.loads((logs / "results_fixed56_NoBRS_3.json").read_text())["datasets"]["GrabCut"]
     records = logs / "instances" / "GrabCut_fixed56_NoBRS_3.jsonl"
-    first = records.read_text().splitlines()[0]
-    records.write_text(first + "\n" + '{"sample_index": 1, "obj')   # stopped while writing the second record
+    settings, first = records.read_text().splitlines()[:2]
+    records.write_text(f"{settings}\n{first}\n" + '{"sample_index": 1, "obj')   # stopped writing the second record
     assert evaluate(setup, "--logs-path", str(setup / "full"), "--resume") == 0
     resumed = json.loads((logs / "results_fixed56_NoBRS_3.json").read_text())["datasets"]["GrabCut"]
     assert [i["ious"] for i in resumed["instances"]] == [i["ious"] for i in full["instances"]]
     assert resumed["noc"] == full["noc"]
-    assert records.read_text().splitlines()[0] == first and len(records.read_text().splitlines()) == 3
+    assert records.read_text().splitlines()[:2] == [settings, first] and len(records.read_text().splitlines()) == 4
 
 
 def test_corrupt_image_stops_with_its_name_or_is_skipped(setup, capsys):
@@ -96,9 +97,10 @@ def test_corrupt_image_stops_with_its_name_or_is_skipped(setup, capsys):
     bad.write_bytes(b"not an image")
     config = setup / "broken.yml"
     config.write_text((setup / "config.yml").read_text().replace(str(setup / "GrabCut"), str(broken)))
-    assert evaluate(setup, "--config-path", str(config), "--logs-path", str(setup / "b")) == 1
+    with pytest.raises(SystemExit) as stop:
+        evaluate(setup, "--config-path", str(config), "--logs-path", str(setup / "b"))
     err = capsys.readouterr().err
-    assert bad.name in err and "--skip-bad" in err
+    assert stop.value.code == 2 and err.count("\n") == 1 and bad.name in err and "--skip-bad" in err
     assert evaluate(setup, "--config-path", str(config), "--logs-path", str(setup / "b"), "--skip-bad") == 0
     results = json.loads((setup / "b" / "others" / "tiny" / "results_fixed56_NoBRS_3.json").read_text())
     assert results["datasets"]["GrabCut"]["n_instances"] == 2
@@ -195,8 +197,8 @@ def test_torchrun_shards_give_the_same_numbers_and_resume_with_another_count(set
     instances = setup / "shards" / "others" / "tiny" / "instances"
     files = sorted(p.name for p in instances.iterdir())
     assert files == ["GrabCut_fixed56_NoBRS_3.rank0of2.jsonl", "GrabCut_fixed56_NoBRS_3.rank1of2.jsonl"]
-    assert [len((instances / f).read_text().splitlines()) for f in files] == [2, 1]
+    assert [len((instances / f).read_text().splitlines()) for f in files] == [1 + 2, 1 + 1]   # settings, records
     assert evaluate(setup, "--logs-path", str(setup / "shards"), "--resume") == 0
     resumed = results_of(setup / "shards")
     same_numbers(resumed, sharded)
-    assert (instances / "GrabCut_fixed56_NoBRS_3.jsonl").read_text() == ""   # nothing was left to evaluate
+    assert len((instances / "GrabCut_fixed56_NoBRS_3.jsonl").read_text().splitlines()) == 1   # nothing left to do

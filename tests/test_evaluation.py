@@ -2,6 +2,7 @@
 resuming an interrupted run with identical numbers, batches of instances and shards."""
 from __future__ import annotations
 
+import json
 from typing import List, Optional
 
 import numpy as np
@@ -162,3 +163,29 @@ def test_shards_merge_into_the_whole_run():
     assert summary(resumed) == summary(shards[1]) and 200 <= resumed.elapsed < 250
     with pytest.raises(ValueError, match="rank"):
         run_dataset(dataset, BatchRowsPredictor(), max_iou_thr=0.99, shard=(3, 3))
+
+
+def test_record_files_carry_their_settings_and_refuse_others(tmp_path):
+    """Each shard file starts with the run's settings; reading skips that line; a run with other
+    settings is refused naming the file and each difference, and a file without settings too."""
+    from isegm.inference.report import InstanceLog, RecordsMismatch
+    settings = {"target_iou": 0.95, "dataset": "Squares", "dataset_size": 4}
+    logs = [InstanceLog(tmp_path / "run.jsonl", shard=(rank, 2), settings=settings) for rank in range(2)]
+    expected = run_dataset(Squares(), RowsPredictor(), max_iou_thr=0.9).instances
+    for log in logs:
+        log.start(keep=False)
+    for instance in expected:
+        logs[instance.sample_index % 2].append(instance)
+    assert all(p.read_text().splitlines()[0] == f'{{"settings": {json.dumps(settings)}}}' for p in logs[0].files())
+    resumed = InstanceLog(tmp_path / "run.jsonl", settings=dict(settings))
+    done = resumed.start(keep=True)
+    assert [done[i.sample_index, i.object_id].ious.tolist() for i in expected] == [i.ious.tolist() for i in expected]
+    assert len(done) == len(expected)
+    other = InstanceLog(tmp_path / "run.jsonl", settings={**settings, "target_iou": 0.99, "dataset_size": 5})
+    with pytest.raises(RecordsMismatch, match=r"run\.jsonl' was made with other settings "
+                                              r"\(target_iou 0\.95 -> 0\.99; dataset_size 4 -> 5\)"):
+        other.check()
+    (tmp_path / "run.jsonl").write_text('{"sample_index": 0, "object_id": 1, "ious": [0.5], "clicks": [], '
+                                        '"seconds": 0.1}\n')
+    with pytest.raises(RecordsMismatch, match="without the settings"):
+        resumed.check()

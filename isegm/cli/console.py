@@ -42,3 +42,9 @@ def weights() -> NoReturn:
     """``skipclick-weights``"""
     from .weights import main
     main_entry(main)
+
+
+def label_studio() -> NoReturn:
+    """``skipclick-label-studio``"""
+    from ..label_studio.__main__ import main
+    main_entry(main)

@@ -12,6 +12,12 @@ Besides the family's table and log file, each run writes ``results_<eval_mode>_<
 (``instances/*.jsonl``, continued by ``--resume``) and a mIoU-versus-clicks plot; a WSESeg run
 also writes the per-class NoC radar chart.
 
+Before the first click every dataset folder, checkpoint and the output folder are checked (all
+problems listed at once, nothing run). A truncated or corrupt image is an error naming it (or a
+skipped sample with ``--skip-bad``). Results, CSV and plots are replaced atomically after each
+dataset; ``--resume`` continues only records made with the same settings (the first line of each
+record file) and rebuilds the summary of every dataset from them.
+
 Faster, with the same numbers: ``--batch-size 16`` clicks on 16 instances at once (one network
 call per click for all), and torchrun shards the images over processes (one per GPU)::
 
@@ -31,11 +37,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import functools
 import json
+import os
 import pickle
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Dict, List, Optional, Tuple
 
@@ -52,10 +62,11 @@ from ..inference.predictor import get_predictor
 from ..inference.rclicks import (DEFAULT_GROUPS, RCLICKS_IOU_THR, ProtocolRun, benchmark_table, clickability_tag,
                                  details_table, evaluate_rclicks, load_clickability, protocol_name, protocol_runs,
                                  robustness_metrics)
-from ..inference.report import InstanceLog, append_log, dataset_metrics, write_results
+from ..inference.report import InstanceLog, OutputError, append_log, dataset_metrics, output_file, write_results
 from ..utils.config import add_config_argument, config_source, load_config
 from ..utils.device import add_device_arguments, device_from_args, precision, select_dtype
 from ..utils.distributed import Process, all_gather_object, barrier, init_from_env, shutdown
+from ..utils.files import atomic_write, file_sha256
 from ..utils.vis import draw_prediction
 from .common import HelpFormatter, exit_error, process_device
 
@@ -102,8 +113,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         "file name or the baseline's)")
     add_config_argument(parser)
     parser.add_argument("--logs-path", default="", help="output folder (default: EXPS_PATH/evaluation_logs)")
-    parser.add_argument("--skip-bad", action="store_true", help="skip unreadable samples and list them in the report")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its instance records")
+    parser.add_argument("--skip-bad", action="store_true", help="skip unreadable (truncated, corrupt) samples and "
+                        "list them in the report")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its instance records "
+                        "(refused when they were made with other settings)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N samples of each dataset "
                         "(default: all)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -173,11 +186,16 @@ def config_path(config: Dict[str, Any], key: str) -> Path:
     return Path(config[key])
 
 
+def logs_root(args: argparse.Namespace, config: Dict[str, Any]) -> Path:
+    """The output folder: ``--logs-path``, else ``EXPS_PATH/evaluation_logs``."""
+    return Path(args.logs_path) if args.logs_path else config_path(config, "EXPS_PATH") / "evaluation_logs"
+
+
 def checkpoints_and_logs(args: argparse.Namespace, config: Dict[str, Any]) -> Tuple[List[Optional[Path]], Path, str]:
-    """What to evaluate, the logs folder and the log-name prefix, as the original names them."""
-    logs_root = Path(args.logs_path) if args.logs_path else config_path(config, "EXPS_PATH") / "evaluation_logs"
+    """What to evaluate, its folder under the logs folder and the log-name prefix, as the original
+    names them."""
     if args.baseline:
-        return [None], logs_root / "others" / args.baseline, ""
+        return [None], Path("others") / args.baseline, ""
     if args.exp_path:
         exp, _, prefix = args.exp_path.partition(":")
         exp_dir = config_path(config, "EXPS_PATH") / exp
@@ -186,9 +204,9 @@ def checkpoints_and_logs(args: argparse.Namespace, config: Dict[str, Any]) -> Tu
             raise FileNotFoundError(f"no checkpoints matching {str(exp_dir / 'checkpoints' / (prefix + '*.pth'))!r}")
         logs_prefix = (checkpoints[0].stem if len(checkpoints) == 1 else f"all_{prefix}") if prefix \
             else "all_checkpoints"
-        return checkpoints, logs_root / exp, logs_prefix
+        return checkpoints, Path(exp), logs_prefix
     checkpoint = find_checkpoint(Path(config.get("CHECKPOINTS_PATH") or "."), args.checkpoint)
-    return [checkpoint], logs_root / "others" / checkpoint.stem, ""
+    return [checkpoint], Path("others") / checkpoint.stem, ""
 
 
 @functools.lru_cache(maxsize=1)
@@ -221,14 +239,18 @@ def vis_callback(folder: Path, threshold: float) -> Callable:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run the command; 0 on success, 1 when a run stopped on an unreadable sample. A wrong
-    setting (missing file, config key, device) stops it with a one-line error and status 2."""
+    """Run the command; 0 on success. A known problem (a missing or unreadable file, a wrong
+    setting, records of other settings, a failed write) stops it with one ``error:`` line per
+    problem and status 2."""
     args = parse_args(argv)
     process = init_from_env()
     try:
         return evaluate(args, process)
     except (FileNotFoundError, ValueError) as err:
         exit_error(str(err))
+    except OutputError as err:
+        exit_error(f"{err}; the file keeps its previous content and every finished instance is kept in the "
+                   "instance records: free space (or fix the folder) and rerun with --resume")
     finally:
         shutdown()
 
@@ -289,38 +311,184 @@ def evaluate(args: argparse.Namespace, process: Process) -> int:
     try:
         return _evaluate(args, process)
     except RunFailed as err:
-        if process.is_main:
-            print(f"error: {err}\nThe instances evaluated so far are in {err.folder}. Fix or remove the file and "
-                  "rerun with --resume, or rerun with --skip-bad to skip such samples.", file=sys.stderr)
-        return 1
+        if not process.is_main:
+            raise SystemExit(2) from None   # rank 0 says why
+        exit_error(f"{err}. The instances evaluated so far are kept in {err.folder}: fix or remove the file and "
+                   "rerun with --resume, or rerun with --skip-bad to skip such samples")
+
+
+@dataclass
+class Plan:
+    """A run, checked before its first click: the datasets (name, loader with ``--limit``
+    applied, full size), the checkpoints (None for a baseline) with their SHA-256, the output
+    folder and the log-name prefix."""
+
+    datasets: List[Tuple[str, Any, int]]
+    checkpoints: List[Optional[Path]]
+    digests: Dict[Path, str]
+    logs_path: Path
+    logs_prefix: str
+
+
+def one_line(message: str) -> str:
+    """A multi-line message (a dataset's expected layout) as its first and last lines."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    return lines[0] if len(lines) < 2 else f"{lines[0]} {lines[-1]}"
+
+
+def writable_problem(folder: Path) -> Optional[str]:
+    """Why files cannot be written in ``folder`` (or in its nearest existing parent, when it is
+    still to be made), tried by creating and removing a file; None when they can."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder")
+        handle, name = tempfile.mkstemp(dir=existing, prefix=".skipclick-write-test-")
+        os.close(handle)
+        os.unlink(name)
+    except OSError as err:
+        where = "" if existing == folder else f" (its parent {str(existing)!r})"
+        return (f"output folder {str(folder)!r}{where} is not writable: {err.strerror or err}; choose another "
+                "with --logs-path")
+    return None
+
+
+def run_settings(args: argparse.Namespace, plan: Plan, checkpoint: Optional[Path], dataset_name: str,
+                 dataset_size: int) -> Dict[str, Any]:
+    """Whatever decides a run's numbers, stored at the head of its instance records: ``--resume``
+    takes records only from a run with the same settings."""
+    settings: Dict[str, Any] = {
+        "model": args.baseline if checkpoint is None else str(checkpoint.resolve()),
+        "checkpoint_sha256": None if checkpoint is None else plan.digests[checkpoint],
+        "dataset": dataset_name, "dataset_size": dataset_size, "target_iou": args.target_iou,
+        "pred_thr": args.thresh, "min_clicks": args.min_n_clicks, "max_clicks": args.n_clicks,
+        "clicks_limit": args.clicks_limit, "eval_mode": args.eval_mode,
+        "protocol": "ritm" if args.eval_ritm else "skipclick", "zoom_in": not args.suppress_zoom,
+        "dtype": "fp32" if args.baseline else args.dtype, "clicker": args.clicker}
+    if args.clicker == "rclicks":
+        settings.update({"clickability": args.clickability, "groups": args.groups})
+    return settings
+
+
+def name_prefix(plan: Plan, dataset_name: str) -> str:
+    """The start of a dataset's file names: the log-name prefix, and the dataset when several
+    checkpoints share the log file."""
+    if not plan.logs_prefix:
+        return ""
+    return plan.logs_prefix + "_" + ("" if len(plan.checkpoints) == 1 else f"{dataset_name}_")
+
+
+def records_stem(args: argparse.Namespace, plan: Plan, dataset_name: str, checkpoint: Optional[Path]) -> str:
+    """The name of the records of one dataset and checkpoint under ``instances/``, without
+    extension (each checkpoint of an experiment has its own)."""
+    run = f"{dataset_name}_{args.eval_mode}_{args.mode}_{args.n_clicks}"
+    if len(plan.checkpoints) > 1 and checkpoint is not None:
+        return f"{plan.logs_prefix}_{checkpoint.stem}_{run}"
+    return f"{name_prefix(plan, dataset_name)}{run}"
+
+
+def rclicks_records(args: argparse.Namespace, logs_path: Path, stem: str, dataset_name: str, run: ProtocolRun
+                    ) -> Path:
+    """The records of one run of the RClicks protocol."""
+    tag = clickability_tag(load_clickability(args.clickability, dataset_name).name)
+    return logs_path / "instances" / f"{stem}_rclicks_{tag}_{run.label}.jsonl"
+
+
+def preflight(args: argparse.Namespace, config: Dict[str, Any], device: torch.device) -> Tuple[Plan, List[str]]:
+    """Check everything a run needs before its first click: every dataset folder, every
+    checkpoint (loaded), the output folder (written to) and, with ``--resume``, the settings of
+    the records to continue. Returns the plan and every problem found, one line each."""
+    problems: List[str] = []
+    checkpoints: List[Optional[Path]] = []
+    folder, logs_prefix, root = Path("."), "", None
+    try:
+        root = logs_root(args, config)
+    except ValueError as err:
+        problems.append(str(err))
+    try:
+        checkpoints, folder, logs_prefix = checkpoints_and_logs(args, config)
+    except (FileNotFoundError, ValueError) as err:
+        problems.append(str(err))
+    digests: Dict[Path, str] = {}
+    for checkpoint in checkpoints:
+        if checkpoint is None:
+            continue
+        try:
+            load_model(checkpoint, device)
+            digests[checkpoint] = file_sha256(checkpoint)
+        except (ValueError, OSError, RuntimeError) as err:
+            message = one_line(str(err))
+            problems.append(message if str(checkpoint) in message else f"checkpoint {str(checkpoint)!r}: {message}")
+    datasets: List[Tuple[str, Any, int]] = []
+    for name in args.datasets.split(","):
+        try:
+            dataset = get_dataset(name, config, config_source(args.config))
+            if args.clicker == "rclicks":
+                load_clickability(args.clickability, name)
+        except (ValueError, OSError, ImportError) as err:
+            problems.append(one_line(str(err)))
+            continue
+        size = len(dataset)
+        datasets.append((name, dataset if args.limit is None else FirstSamples(dataset, args.limit), size))
+    if root is not None:
+        problems += filter(None, [writable_problem(root / folder)])
+    plan = Plan(datasets, checkpoints, digests, (root or Path(".")) / folder, logs_prefix)
+    if args.resume and not problems:
+        problems += resume_problems(args, plan)
+    return plan, list(dict.fromkeys(problems))
+
+
+def resume_problems(args: argparse.Namespace, plan: Plan) -> List[str]:
+    """For ``--resume``: every record file of the run made with other settings, one line each."""
+    problems = []
+    for name, _, size in plan.datasets:
+        for checkpoint in plan.checkpoints:
+            settings = run_settings(args, plan, checkpoint, name, size)
+            stem = records_stem(args, plan, name, checkpoint)
+            paths = [rclicks_records(args, plan.logs_path, stem, name, run)
+                     for run in protocol_runs(args.groups, args.seeds)] if args.clicker == "rclicks" \
+                else [plan.logs_path / "instances" / f"{stem}.jsonl"]
+            for path in paths:
+                try:
+                    InstanceLog(path, settings=settings).check()
+                except ValueError as err:   # RecordsMismatch, or a file that is not records
+                    problems.append(str(err))
+    return problems
 
 
 def _evaluate(args: argparse.Namespace, process: Process) -> int:
     config = load_config(args.config)
     device, context = device_and_precision(args, process)
-    checkpoints, logs_path, logs_prefix = checkpoints_and_logs(args, config)
-    single = len(checkpoints) == 1
+    plan, problems = preflight(args, config, device)
+    if problems:   # all of them at once, and nothing runs
+        if not process.is_main:
+            raise SystemExit(2)   # rank 0 says why
+        for problem in problems[:-1]:
+            print(f"error: {problem}", file=sys.stderr)
+        exit_error(problems[-1])
+    logs_path, single = plan.logs_path, len(plan.checkpoints) == 1
     run_name = f"{args.eval_mode}_{args.mode}_{args.n_clicks}"
     print_header = single
     all_metrics: Dict[str, Dict[str, Any]] = {}
-    for dataset_name in args.datasets.split(","):
-        dataset = get_dataset(dataset_name, config, config_source(args.config))
-        if args.limit is not None:
-            dataset = FirstSamples(dataset, args.limit)
-        for checkpoint in checkpoints:
+    model_name = ""
+    for dataset_name, dataset, size in plan.datasets:
+        for checkpoint in plan.checkpoints:
             model_name = args.model_name or (args.baseline if checkpoint is None else checkpoint.stem)
             predictor = make_predictor(args, checkpoint, dataset_name, device)
-            name_prefix = logs_prefix + "_" + ("" if single else f"{dataset_name}_") if logs_prefix else ""
+            settings = run_settings(args, plan, checkpoint, dataset_name, size)
+            stem = records_stem(args, plan, dataset_name, checkpoint)
             key = dataset_name if single else f"{dataset_name}:{checkpoint.stem}"
             if args.clicker == "rclicks":
                 with context():
                     metrics = evaluate_rclicks_dataset(args, process, dataset, dataset_name, predictor, logs_path,
-                                                       f"{name_prefix}{dataset_name}_{run_name}")
+                                                       stem, settings)
                 if process.is_main:
                     all_metrics[key] = metrics
                 continue
-            records = InstanceLog(logs_path / "instances" / f"{name_prefix}{dataset_name}_{run_name}.jsonl",
-                                  shard=(process.rank, process.world_size))
+            records = InstanceLog(logs_path / "instances" / f"{stem}.jsonl", shard=(process.rank, process.world_size),
+                                  settings=settings)
             callback = vis_callback(logs_path / "predictions_vis" / dataset_name, args.thresh) if args.vis_preds else None
             with context():
                 result = run_with_records(args, process, dataset, predictor, records, callback)
@@ -332,45 +500,62 @@ def _evaluate(args: argparse.Namespace, process: Process) -> int:
             if print_header:
                 print(header)
             print(row)
-            append_log(logs_path / f"{name_prefix}{run_name}.txt", header if print_header else None, row)
+            append_log(logs_path / f"{name_prefix(plan, dataset_name)}{run_name}.txt",
+                       header if print_header else None, row)
             print_header = False
+            if result.skipped:
+                print(f"  {dataset_name}: {len(result.skipped)} of {len(dataset)} samples skipped as unreadable "
+                      "(--skip-bad; listed in the results JSON):")
             for index, error in result.skipped.items():
                 print(f"  skipped sample {index}: {error}")
             if args.save_ious and single:
-                (logs_path / "ious").mkdir(parents=True, exist_ok=True)
-                with open(logs_path / "ious" / f"{dataset_name}_{run_name}.pkl", "wb") as f:
-                    pickle.dump(result.all_ious, f)
+                path = logs_path / "ious" / f"{dataset_name}_{run_name}.pkl"
+                with output_file(path):
+                    atomic_write(path, pickle.dumps(result.all_ious))
             all_metrics[key] = dataset_metrics(result, args.n_clicks, args.target_iou)
-
+        # Each finished dataset's figures are on disk before the next dataset starts.
+        if process.is_main:
+            write_outputs(args, process, all_metrics, logs_path, plan.logs_prefix, run_name, model_name)
     if not process.is_main:
         return 0
-    settings = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}
-    settings["processes"] = process.world_size
     if args.clicker == "rclicks":
-        write_rclicks(args, all_metrics, logs_path, f"{logs_prefix + '_' if logs_prefix else ''}", run_name,
-                      model_name, settings)
-        print(f"results: {logs_path}")
-        return 0
-    write_results(logs_path / f"{logs_prefix + '_' if logs_prefix else ''}results_{run_name}", model_name,
-                  settings, all_metrics)
-    curves = {k: m["miou_curve"] for k, m in all_metrics.items() if m["n_instances"]}
-    if curves:
-        stop = "no early stop" if args.target_iou > 1 else \
-            f"stopped at IoU {args.target_iou:g}: an instance keeps its last IoU"
-        plot_miou_curves(curves, logs_path / "plots" / f"miou_{run_name}.png", f"{model_name} ({stop})")
-    wseseg = {k[len("WSESeg_"):]: m for k, m in all_metrics.items() if k.startswith("WSESeg_") and m["n_instances"]}
-    if len(wseseg) >= 3:
-        series = {f"NoC@{t}": {c: m["noc"][f"0.{t}"] for c, m in wseseg.items()} for t in (85, 90)}
-        plot_radar(series, logs_path / "plots" / f"wseseg_radar_{run_name}.png", f"{model_name}: NoC per WSESeg class")
+        print(rclicks_text(args, all_metrics, model_name), end="")
     print(f"results: {logs_path}")
     return 0
 
 
+def write_outputs(args: argparse.Namespace, process: Process, all_metrics: Dict[str, Dict[str, Any]],
+                  logs_path: Path, logs_prefix: str, run_name: str, model_name: str) -> None:
+    """The results of the datasets finished so far: JSON, CSV and plots (or the RClicks
+    protocol's files), each replaced atomically."""
+    settings = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}
+    settings["processes"] = process.world_size
+    prefix = f"{logs_prefix + '_' if logs_prefix else ''}"
+    if args.clicker == "rclicks":
+        write_rclicks(args, all_metrics, logs_path, prefix, run_name, model_name, settings)
+        return
+    write_results(logs_path / f"{prefix}results_{run_name}", model_name, settings, all_metrics)
+    curves = {k: m["miou_curve"] for k, m in all_metrics.items() if m["n_instances"]}
+    if curves:
+        stop = "no early stop" if args.target_iou > 1 else \
+            f"stopped at IoU {args.target_iou:g}: an instance keeps its last IoU"
+        path = logs_path / "plots" / f"miou_{run_name}.png"
+        with output_file(path):
+            plot_miou_curves(curves, path, f"{model_name} ({stop})")
+    wseseg = {k[len("WSESeg_"):]: m for k, m in all_metrics.items() if k.startswith("WSESeg_") and m["n_instances"]}
+    if len(wseseg) >= 3:
+        series = {f"NoC@{t}": {c: m["noc"][f"0.{t}"] for c, m in wseseg.items()} for t in (85, 90)}
+        path = logs_path / "plots" / f"wseseg_radar_{run_name}.png"
+        with output_file(path):
+            plot_radar(series, path, f"{model_name}: NoC per WSESeg class")
+
+
 def evaluate_rclicks_dataset(args: argparse.Namespace, process: Process, dataset: Any, dataset_name: str,
-                             predictor: Any, logs_path: Path, records_stem: str) -> Optional[Dict[str, Any]]:
+                             predictor: Any, logs_path: Path, stem: str, settings: Dict[str, Any]
+                             ) -> Optional[Dict[str, Any]]:
     """The RClicks protocol on one dataset: the baseline run and every group (and seed) run, each
-    with its own instance records (``instances/<records_stem>_rclicks_<clickability>_<run>.jsonl``,
-    so ``--resume`` continues any of them). Rank 0 gets ``robustness_metrics``, the others None."""
+    with its own instance records (``instances/<stem>_rclicks_<clickability>_<run>.jsonl``, so
+    ``--resume`` continues any of them). Rank 0 gets ``robustness_metrics``, the others None."""
     clickability = load_clickability(args.clickability, dataset_name)
     tag = clickability_tag(clickability.name)
     runs = protocol_runs(args.groups, args.seeds)
@@ -380,8 +565,8 @@ def evaluate_rclicks_dataset(args: argparse.Namespace, process: Process, dataset
         if process.is_main and not args.no_progress:
             print(f"{dataset_name}: {protocol_name(clickability)}, run {run.label} "
                   f"({runs.index(run) + 1} of {len(runs)})", file=sys.stderr)
-        records = InstanceLog(logs_path / "instances" / f"{records_stem}_rclicks_{tag}_{run.label}.jsonl",
-                              shard=(process.rank, process.world_size))
+        records = InstanceLog(rclicks_records(args, logs_path, stem, dataset_name, run),
+                              shard=(process.rank, process.world_size), settings=settings)
         callback = vis_callback(logs_path / "predictions_vis" / dataset_name / f"rclicks_{tag}_{run.label}",
                                 args.thresh) if args.vis_preds else None
         return run_with_records(args, process, dataset, predictor, records, callback, factory)
@@ -392,37 +577,43 @@ def evaluate_rclicks_dataset(args: argparse.Namespace, process: Process, dataset
     metrics = robustness_metrics(results, runs, RCLICKS_IOU_THR, args.n_clicks)
     skipped = {str(k): v for k, v in sorted(results[runs[0].label].skipped.items())}
     metrics.update({"protocol": protocol_name(clickability), "clickability": args.clickability,
-                    "elapsed_s": time.time() - start, "skipped": skipped})
+                    "elapsed_s": time.time() - start, "n_skipped": len(skipped), "skipped": skipped})
     return metrics
 
 
-def write_rclicks(args: argparse.Namespace, all_metrics: Dict[str, Dict[str, Any]], logs_path: Path, prefix: str,
-                  run_name: str, model_name: str, settings: Dict[str, Any]) -> None:
-    """The protocol's outputs: ``rclicks_<clickability>_<run>.json`` (every figure, per instance
-    too), ``.md`` (RClicks' benchmark table and the details table, also printed) and the plot of
-    NoC per group."""
-    clickability = load_clickability(args.clickability)
-    name = protocol_name(clickability)
-    stem = f"{prefix}rclicks_{clickability_tag(clickability.name)}_{run_name}"
+def rclicks_text(args: argparse.Namespace, all_metrics: Dict[str, Dict[str, Any]], model_name: str) -> str:
+    """The protocol's report: RClicks' benchmark table and the details table."""
     rows: Dict[str, Dict[str, Any]] = {}
     for key, metrics in all_metrics.items():
         dataset, _, checkpoint = key.partition(":")
         rows.setdefault(checkpoint or model_name, {})[dataset] = metrics
     datasets = list(dict.fromkeys(key.partition(":")[0] for key in all_metrics))
     stop = "no early stop" if args.target_iou > 1 else f"early stop at IoU {args.target_iou:g}"
-    text = (f"{name}: {args.groups} groups, {args.seeds} seed(s), NoC@{RCLICKS_IOU_THR * 100:.0f} with at most "
+    name = protocol_name(load_clickability(args.clickability))
+    return (f"{name}: {args.groups} groups, {args.seeds} seed(s), NoC@{RCLICKS_IOU_THR * 100:.0f} with at most "
             f"{args.n_clicks} clicks, {stop}\n\n" + benchmark_table(list(rows.items()), datasets) + "\n\n"
             + details_table(list(rows.items()), datasets) + "\n")
-    print(text, end="")
-    logs_path.mkdir(parents=True, exist_ok=True)
-    (logs_path / f"{stem}.md").write_text(text)
-    with open(logs_path / f"{stem}.json", "w") as f:
-        json.dump({"model": model_name, "protocol": name, "clickability": args.clickability, "settings": settings,
-                   "datasets": all_metrics}, f, indent=1)
+
+
+def write_rclicks(args: argparse.Namespace, all_metrics: Dict[str, Dict[str, Any]], logs_path: Path, prefix: str,
+                  run_name: str, model_name: str, settings: Dict[str, Any]) -> None:
+    """The protocol's outputs: ``rclicks_<clickability>_<run>.json`` (every figure, per instance
+    too), ``.md`` (``rclicks_text``) and the plot of NoC per group, each replaced atomically."""
+    clickability = load_clickability(args.clickability)
+    name = protocol_name(clickability)
+    stem = f"{prefix}rclicks_{clickability_tag(clickability.name)}_{run_name}"
+    document = json.dumps({"model": model_name, "protocol": name, "clickability": args.clickability,
+                           "settings": settings, "datasets": all_metrics}, indent=1)
+    for path, data in ((logs_path / f"{stem}.md", rclicks_text(args, all_metrics, model_name)),
+                       (logs_path / f"{stem}.json", document)):
+        with output_file(path):
+            atomic_write(path, data.encode())
     curves = {k: m["group_noc"] for k, m in all_metrics.items() if m.get("n_instances")}
     if curves:
         baselines = {k: m["base_noc"] for k, m in all_metrics.items() if m.get("n_instances")}
-        plot_noc_per_group(curves, baselines, logs_path / "plots" / f"{stem}.png", f"{model_name}: {name}")
+        path = logs_path / "plots" / f"{stem}.png"
+        with output_file(path):
+            plot_noc_per_group(curves, baselines, path, f"{model_name}: {name}")
 
 
 if __name__ == "__main__":

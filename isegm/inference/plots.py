@@ -1,12 +1,15 @@
 """Figures of an evaluation: mIoU after k clicks, per-class NoC as a radar chart (the SkipClick
 paper's Figure 1 for WSESeg) and the RClicks protocol's NoC per clicking group. matplotlib is
-imported here only, on first use."""
+imported here only, on first use. Each PNG replaces the previous one atomically."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from ..utils.files import atomic_write
 
 
 def _pyplot():
@@ -14,6 +17,14 @@ def _pyplot():
     matplotlib.use("Agg")   # files only; no display on servers
     import matplotlib.pyplot as plt
     return plt
+
+
+def _save(fig: Any, path: Path) -> None:
+    """The figure as PNG at ``path``, written atomically, then closed."""
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
+    _pyplot().close(fig)
+    atomic_write(path, png.getvalue())
 
 
 def plot_miou_curves(curves: Mapping[str, Sequence[float]], path: Path, title: str = "") -> None:
@@ -29,9 +40,7 @@ def plot_miou_curves(curves: Mapping[str, Sequence[float]], path: Path, title: s
     ax.legend()
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_radar(series: Mapping[str, Mapping[str, float]], path: Path, title: str = "") -> None:
@@ -50,9 +59,7 @@ def plot_radar(series: Mapping[str, Mapping[str, float]], path: Path, title: str
     ax.legend(loc="upper right", bbox_to_anchor=(1.25, 1.1), fontsize=8)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_noc_per_group(curves: Mapping[str, Sequence[float]], baselines: Mapping[str, float], path: Path,
@@ -77,6 +84,4 @@ def plot_noc_per_group(curves: Mapping[str, Sequence[float]], baselines: Mapping
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path)

@@ -1,8 +1,10 @@
 """Base class of the evaluation datasets, their errors and the file readers they share.
 
-Readers reproduce the original loaders' calls (OpenCV for most images and masks, PIL for
-WSESeg / SHSeg) and turn every silent failure (``cv2.imread`` returns None) into an error that
-names the file.
+Readers reproduce the original loaders' decoders (OpenCV for most images and masks, PIL for
+WSESeg / SHSeg) and turn every silent failure into an error that names the file: OpenCV returns
+None for a file it cannot decode, and decodes a truncated JPEG into a partly grey image without
+a word, so JPEG files are checked for their end-of-image marker first (PIL refuses truncated
+files itself).
 """
 from __future__ import annotations
 
@@ -138,13 +140,44 @@ class FolderPairsDataset(ISDataset):
                        image_path=str(image_path), mask_path=str(mask_path))
 
 
+def jpeg_complete(data: bytes) -> bool:
+    """Whether JPEG ``data`` holds its whole image: the header segments up to the first scan are
+    intact and the end-of-image marker follows the scan data (inside scan data a 0xFF byte is
+    always followed by 0x00 or a restart marker, so the marker cannot occur by chance; an EXIF
+    thumbnail's own markers sit inside a header segment and are skipped). Scan data overwritten
+    in place keeps this structure: JPEG has no checksum to tell it from an image."""
+    pos, end = 2, len(data)
+    while pos + 4 <= end:
+        if data[pos] != 0xFF:
+            return False   # a segment must start where the previous one ends
+        marker = data[pos + 1]
+        if marker == 0xFF:   # fill byte before a marker
+            pos += 1
+        elif marker == 0xDA:   # start of scan: entropy-coded data up to the end-of-image marker
+            return data.find(b"\xff\xd9", pos) >= 0
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD7:   # markers without a length
+            pos += 2
+        else:
+            pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return False
+
+
 def _imread(path: Path, what: str) -> np.ndarray:
+    """``cv2.imread(path)`` (BGR, EXIF orientation applied) from the file's bytes, read once;
+    ``DatasetError`` naming the file when it is missing, truncated or not an image."""
     try:
-        array = cv2.imread(str(path))
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise DatasetError(f"cannot read {what} {str(path)!r}: {err.strerror or err}") from None
+    if data[:3] == b"\xff\xd8\xff" and not jpeg_complete(data):
+        raise DatasetError(f"{what} {str(path)!r} is a truncated or damaged JPEG file (it ends before its "
+                           "end-of-image marker); replace it with an intact copy")
+    try:
+        array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR) if data else None
     except cv2.error as err:
         raise DatasetError(f"cannot read {what} {str(path)!r}: {err}") from None
     if array is None:
-        raise DatasetError(f"cannot read {what} {str(path)!r} (missing, unreadable or not an image file)")
+        raise DatasetError(f"cannot read {what} {str(path)!r} (empty, damaged or not an image file)")
     return array
 
 
