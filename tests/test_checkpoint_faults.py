@@ -322,7 +322,7 @@ def test_resume_falls_back_to_the_previous_checkpoint(tmp_path, capsys):
     for epoch in (0, 1):   # two epochs' checkpoints, told apart by one weight
         _nudge(trainer.model, epoch + 0.5)
         trainer.save(epoch)
-    last, previous = folder / "last_checkpoint.pth", folder / "previous_checkpoint.pth"
+    last, previous = folder / "last_checkpoint.pth", folder / "last_checkpoint.pth.previous"
     assert torch.load(previous, weights_only=True)["epoch"] == 0
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])   # a write killed half-way
 

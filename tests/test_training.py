@@ -149,7 +149,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     straight, resumed = resumed_equals_straight(run_trainer, tmp_path)
     assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
     files = sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir())
-    assert files == ["000.pth", "001.pth", "002.pth", "last_checkpoint.pth", "previous_checkpoint.pth"]
+    assert files == ["000.pth", "001.pth", "002.pth", "last_checkpoint.pth", "last_checkpoint.pth.previous"]
     assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "002.pth").config == straight.model.config
     logs = (tmp_path / "straight" / "logs" / "scalars.jsonl").read_text()
     assert '"Train/loss"' in logs and '"Val/iou"' in logs and (tmp_path / "straight" / "vis" / "train").is_dir()

@@ -12,9 +12,9 @@ does that too, for comparison. A loss with several terms (``MultiTermLoss``) is 
 Reproducible: data draws are keyed by (seed, epoch, index) and click draws by (seed, epoch,
 step, rank), so a resumed run (``Trainer.resume``) gives the weights of an uninterrupted one.
 Checkpoints are written atomically; the state of the epoch before the last is kept as
-``previous_checkpoint.pth``, which ``resume`` falls back to when ``last_checkpoint.pth`` cannot be
-read. Multi-GPU / multi-node runs use torchrun
-(DistributedDataParallel, one process per GPU).
+``last_checkpoint.pth.previous``, which ``resume`` falls back to when ``last_checkpoint.pth``
+cannot be read. Multi-GPU / multi-node runs use torchrun (DistributedDataParallel, one process
+per GPU).
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ __all__ = ["ClickTraining", "ScalarLog", "Trainer", "TrainerConfig"]   # ClickTr
 VALIDATION_STREAM = 2 ** 31 - 1
 # The checkpoints holding the training state: the last epoch's, and the one before it.
 LAST_CHECKPOINT = "last_checkpoint.pth"
-PREVIOUS_CHECKPOINT = "previous_checkpoint.pth"
+PREVIOUS_CHECKPOINT = "last_checkpoint.pth.previous"  # not *.pth: never evaluated or listed as a model
 
 
 @dataclass
@@ -56,7 +56,7 @@ class TrainerConfig:
     ``batch_size`` is the global batch (split over processes); ``grad_accumulation`` micro
     batches make one optimizer step. ``checkpoint_interval``: ``[(from_epoch, every_n)]``, the
     family's schedule; ``last_checkpoint.pth`` is written after every epoch (the one before it
-    kept as ``previous_checkpoint.pth``).
+    kept as ``last_checkpoint.pth.previous``).
     ``next_clicks_gamma``: None draws the number of simulated clicks uniformly from
     ``0 .. max_num_next_clicks`` (SkipClick), a value ``P(k) ∝ gamma ** k`` (EMC-Click, 0.8).
     ``click_polarity``: the simulated clicks' rule (``add_next_clicks``).
@@ -151,7 +151,7 @@ class Trainer:
         self.micro_batch = config.batch_size // (self.process.world_size * config.grad_accumulation)
         self.start_epoch = 0
         self.log: Optional[ScalarLog] = None
-        # set when resume fell back to previous_checkpoint.pth: the next save keeps that one
+        # set when resume fell back to last_checkpoint.pth.previous: the next save keeps that one
         self._last_unreadable = False
 
     # --- data -------------------------------------------------------------------------------
@@ -316,7 +316,7 @@ class Trainer:
 
     def save(self, epoch: int) -> None:
         """``last_checkpoint.pth`` (weights and training state) every epoch, the one it replaces
-        kept as ``previous_checkpoint.pth``; ``<epoch>.pth`` (weights) on the checkpoint
+        kept as ``last_checkpoint.pth.previous``; ``<epoch>.pth`` (weights) on the checkpoint
         schedule; rank 0 writes, atomically."""
         if self.process.is_main:
             folder = self.config.checkpoints_path
@@ -333,7 +333,7 @@ class Trainer:
     def resume(self, path: Path) -> None:
         """Continue from a ``last_checkpoint.pth``: weights, optimizer, scheduler, RNG and the
         next epoch, so the run goes on as if it had never stopped. When ``last_checkpoint.pth``
-        cannot be read (a damaged disk, a copy cut short), the ``previous_checkpoint.pth`` beside
+        cannot be read (a damaged disk, a copy cut short), ``last_checkpoint.pth.previous`` beside
         it is used, with a warning naming both; errors are ``CheckpointError`` naming the file."""
         path = Path(path)
         source, state = self._read_resume_state(path)
