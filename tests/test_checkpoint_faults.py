@@ -420,6 +420,19 @@ def test_only_stale_temporary_files_are_removed(tmp_path, monkeypatch):
                                                                           names["foreign"]])
 
 
+def test_trainer_start_removes_stale_temporary_checkpoints(tmp_path, capsys):
+    from isegm.utils import files
+    trainer = small_trainer(tmp_path)
+    trainer.config.epochs = 0   # start, train nothing
+    folder = trainer.config.checkpoints_path
+    folder.mkdir(parents=True)
+    left = folder / f".last_checkpoint.pth.atomic-{files._HOST}x-1-0a1b.tmp"   # another machine's, old
+    left.write_bytes(b"half")
+    os.utime(left, (files.PROCESS_START - 60, files.PROCESS_START - 60))
+    trainer.run()
+    assert not left.exists() and left.name in capsys.readouterr().err
+
+
 def test_keep_previous_links_the_old_content(tmp_path):
     from isegm.utils.files import atomic_write, keep_previous
     assert not keep_previous(tmp_path / "last.pth", tmp_path / "previous.pth")
