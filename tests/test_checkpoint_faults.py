@@ -16,7 +16,7 @@ import torch
 
 from conftest import REPO, REFERENCE_VARIANTS, SHARED
 from isegm.model import EMC_CONFIGS, VARIANTS, build_skipclick, load_checkpoint, save_checkpoint, variant_config
-from isegm.model.checkpoint import CheckpointError, CheckpointNotFoundError, check_config, read_checkpoint_file
+from isegm.model.checkpoint import CheckpointError, CheckpointNotFoundError, check_config
 from isegm.model.config_bounds import Bound, config_problem
 from isegm.model.emc.checkpoint import authors_config
 from isegm.model.emc.checkpoint import config_bounds as emc_bounds
