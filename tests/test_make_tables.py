@@ -157,7 +157,7 @@ def test_files_with_one_label_fill_one_row(standard, tmp_path, capsys):
     assert code == 0 and out[4:] == ["| Mine | 1.40 | 1.90 | 5.20 | 5.50 | 6.00 |", ""]
     assert err == []
     code, _, err = tables(capsys, standard[0], extra, "--table", "4", "--labels", "Mine", "Mine")
-    assert code == 1 and "SBD" in err[0] and str(standard[0]) in err[0] and str(extra) in err[0]
+    assert code == 2 and "SBD" in err[0] and str(standard[0]) in err[0] and str(extra) in err[0]
 
 
 def test_checkpoints_of_one_run_become_rows(tmp_path, capsys):
@@ -217,13 +217,13 @@ def test_a_bad_file_is_named(standard, tmp_path, capsys, content, message):
     bad = tmp_path / "bad.json"
     bad.write_text(content)
     code, out, err = tables(capsys, standard[0], bad)
-    assert code == 1 and out == []
+    assert code == 2 and out == []
     assert err[0].startswith(f"error: {bad}: ") and message in err[0]
 
 
 def test_argument_errors(standard, tmp_path, capsys):
     code, _, err = tables(capsys, tmp_path / "missing.json")
-    assert code == 1 and err[0].startswith(f"error: {tmp_path / 'missing.json'}: cannot be read")
+    assert code == 2 and err[0].startswith(f"error: {tmp_path / 'missing.json'}: cannot be read")
     with pytest.raises(SystemExit):
         make_tables.main([str(standard[0]), "--labels", "a", "b"])
     with pytest.raises(SystemExit):
@@ -239,4 +239,4 @@ def test_miou_plot_draws_one_curve_per_row_and_dataset(standard, tmp_path, capsy
     assert len(drawn) == 9 and drawn["SkipClick: DAVIS"] == [0.5, 0.7] + [0.9] * 18
     empty = write(tmp_path, "Empty", {})
     code, _, err = tables(capsys, empty, "--table", "4", "--miou-plot", tmp_path / "n.png")
-    assert code == 1 and "no results file holds an mIoU curve" in err[0]
+    assert code == 2 and "no results file holds an mIoU curve" in err[0]

@@ -68,7 +68,7 @@ from ..utils.device import add_device_arguments, device_from_args, precision, se
 from ..utils.distributed import Process, all_gather_object, barrier, init_from_env, shutdown
 from ..utils.files import atomic_write, file_sha256
 from ..utils.vis import draw_prediction
-from .common import HelpFormatter, exit_error, process_device
+from .common import HelpFormatter, add_debug_argument, exit_error, main_entry, process_device
 
 MODES = ["NoBRS", "RGB-BRS", "DistMap-BRS", "f-BRS-A", "f-BRS-B", "f-BRS-C"]
 # The original's default also lists BraTS and OAIZIB (medical sets without a loader here).
@@ -135,6 +135,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     rclicks.add_argument("--groups", type=int, default=DEFAULT_GROUPS,
                          help="clicking groups, equal slices of probability mass (G1: the least likely locations)")
     rclicks.add_argument("--seeds", type=int, default=1, help="trajectories per instance and group")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     if args.clicker == "rclicks":
         if args.groups < 2 or args.seeds < 1:
@@ -617,4 +618,4 @@ def write_rclicks(args: argparse.Namespace, all_metrics: Dict[str, Dict[str, Any
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main_entry(main)

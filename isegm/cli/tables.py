@@ -327,7 +327,7 @@ def rclicks_tables(args: argparse.Namespace, models: Sequence[Model]) -> int:
             if run.get("n_instances") and "sample_noc" not in run:
                 print(f"error: {model.sources[dataset]}: {dataset!r} has no 'sample_noc': not an rclicks_*.json of "
                       "skipclick-evaluate --clicker rclicks", file=sys.stderr)
-                return 1
+                return 2
     protocols = dict.fromkeys(run.get("protocol", "RClicks protocol") for m in models for run in m.runs.values())
     datasets = list(dict.fromkeys(d for m in models for d in m.runs))
     rows = [(m.label, m.runs) for m in models]
@@ -355,7 +355,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         models = collect_models(args.results, args.labels)
     except ResultsError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 2
     if args.rclicks:
         return rclicks_tables(args, models)
     notes: List[str] = []
@@ -381,7 +381,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                   for dataset, run in model.runs.items() if run.get("miou_curve")}
         if not curves:
             print("error: --miou-plot: no results file holds an mIoU curve", file=sys.stderr)
-            return 1
+            return 2
         plot_miou_curves(curves, args.miou_plot, "mIoU after k clicks")
         print(f"wrote {args.miou_plot}")
     for note in notes:
