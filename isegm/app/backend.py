@@ -125,27 +125,28 @@ class ImageError(ValueError):
     """An image of the folder that cannot be decoded, or is too large to."""
 
 
-def header_size(path: Path) -> Tuple[int, int]:
-    """(width, height) from the image file's header, without decoding its pixels; ``ImageError``
-    when the file is no image PIL knows."""
+def header_size(path: Path) -> Optional[Tuple[int, int]]:
+    """(width, height) from the image file's header, without decoding its pixels; None when it
+    declares more than ``PIXELS_PIL_READS``; ``ImageError`` when it is no image PIL knows."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 return image.size
     except Image.DecompressionBombError:
-        raise ImageError(f"{str(path)!r} declares more than {PIXELS_PIL_READS} pixels") from None
+        return None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageError(f"{str(path)!r} is not a readable image ({type(err).__name__}: {err})") from None
 
 
 def check_pixels(path: Path, max_pixels: int) -> None:
     """``ImageError`` when the header of ``path`` declares more than ``max_pixels`` pixels."""
-    width, height = header_size(path)
-    if width * height > max_pixels:
-        raise ImageError(f"{str(path)!r} is {width}x{height} px ({width * height / 1e6:.0f} MP), more than "
-                         f"--max-pixels {max_pixels}: downscale it, or raise --max-pixels if the machine has the "
-                         "memory to decode it")
+    size = header_size(path)
+    if size is None or size[0] * size[1] > max_pixels:
+        what = (f"{size[0]}x{size[1]} px ({size[0] * size[1] / 1e6:.0f} MP)" if size is not None else
+                f"larger than {PIXELS_PIL_READS / 1e6:.0f} MP")
+        raise ImageError(f"{str(path)!r} is {what}, more than --max-pixels {max_pixels}: downscale it, or raise "
+                         "--max-pixels if the machine has the memory to decode it")
 
 
 def scan_images(folder: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[List[str], List[Tuple[str, str]]]:
