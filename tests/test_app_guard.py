@@ -9,11 +9,12 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 import zlib
 from pathlib import Path
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -381,24 +382,100 @@ def test_start_up_errors_are_one_line(folder: Path, tmp_path: Path, capsys: pyte
         assert stop.value.code == 2 and err.count("\n") == 1 and words in err, err
 
 
+def start_app(command: List[str], env: Optional[Dict[str, str]] = None) -> Tuple[subprocess.Popen, List[str]]:
+    """The app started by ``command`` and the lines it printed up to the address to open (the last)."""
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=env)
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("open http"):
+            return process, lines
+    process.wait(timeout=30)
+    raise AssertionError("the app did not start:\n" + "".join(lines))
+
+
 def test_the_start_up_line_says_how_to_connect(folder: Path, tmp_path: Path) -> None:
     """``--token`` from the environment: the printed address carries it."""
-    command = [sys.executable, "-m", "isegm.app", "--images", str(folder), "--out", str(tmp_path / "out"),
-               "--host", "0.0.0.0", "--port", "0"]
-    env = {**os.environ, TOKEN_ENV: TOKEN}
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    process, lines = start_app([sys.executable, "-m", "isegm.app", "--images", str(folder), "--out",
+                                str(tmp_path / "out"), "--host", "0.0.0.0", "--port", "0"],
+                               {**os.environ, TOKEN_ENV: TOKEN})
     try:
-        lines = []
-        for line in process.stdout:
-            lines.append(line)
-            if line.startswith("open http"):
-                break
-        text = "".join(lines)
-        assert f"?token={TOKEN}" in lines[-1] and "token" in lines[-2], text
-        url = lines[-1].split()[1]
-        client = Client(url.split("?")[0], token=TOKEN)
-        assert client.request("GET", "/api/config")[0] == 200
-        assert Client(url.split("?")[0], token="").raw("GET", "/api/config")[0] == 403
+        assert f"?token={TOKEN}" in lines[-1] and "token" in lines[-2], "".join(lines)
+        url = lines[-1].split()[1].split("?")[0]
+        assert Client(url, token=TOKEN).request("GET", "/api/config")[0] == 200
+        assert Client(url, token="").raw("GET", "/api/config")[0] == 403
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+# --- bounded memory under load ---
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+
+
+def soak(url: str, pid: int, images: List[str], seconds: float, width: int, height: int) -> Dict[str, Any]:
+    """One session per image clicking at random for ``seconds``: clicks made, the server's RSS
+    (MB) after each session's first click and at the end, errors."""
+    first = Client(url)
+    first.token = first.raw("GET", "/api/config")[2][TOKEN_HEADER] or ""
+    clients = [first] + [Client(url, first.token) for _ in images[1:]]
+    for client, image in zip(clients, images):
+        client.post("open", image=image)
+        client.post("click", image=image, x=width // 2, y=height // 2, positive=True)
+    result: Dict[str, Any] = {"clicks": [0] * len(images), "errors": [], "before": rss_mb(pid)}
+    deadline = time.monotonic() + seconds
+
+    def click(i: int) -> None:
+        rng = np.random.default_rng(i)
+        try:
+            while time.monotonic() < deadline:
+                x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
+                clients[i].post("click", image=images[i], x=x, y=y, positive=bool(rng.random() < 0.7))
+                result["clicks"][i] += 1
+        except Exception as err:   # reported by the caller, with the session
+            result["errors"].append(f"session {i}: {err}")
+
+    threads = [threading.Thread(target=click, args=(i,)) for i in range(len(images))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    result["after"] = rss_mb(pid)
+    result["undoable"] = [current(c.post("undo", image=i))["undoable"] for c, i in zip(clients, images)]
+    return result
+
+
+SOAK_SESSIONS, SOAK_SECONDS, SOAK_UNDO, SOAK_BOUND_MB = 8, 20.0, 20, 200
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RSS from /proc (Linux)")
+def test_soak_many_sessions_clicking_keep_memory_bounded(tmp_path: Path) -> None:
+    """``skipclick-app`` with the tiny model: 8 sessions click one 480 x 640 image each for 20 s
+    (undo capped at 20); the server's RSS grows by less than 200 MB. What the sessions hold is
+    8 x 20 steps x 0.6 MB (a float16 map of 0.3 M working pixels) = 98 MB; without the cap and
+    the compact states each click kept 1.8 MB, over 1 GB in this run."""
+    folder = tmp_path / "images"
+    images = [f"{i}.png" for i in range(SOAK_SESSIONS)]
+    for i, name in enumerate(images):
+        write_scene(folder, name, i, size=(480, 640))
+    torch.manual_seed(0)
+    save_checkpoint(build_skipclick("tiny"), tmp_path / "tiny.pth")
+    process, lines = start_app([sys.executable, "-m", "isegm.app", "--images", str(folder), "--out",
+                                str(tmp_path / "out"), "--checkpoint", str(tmp_path / "tiny.pth"), "--size", "112",
+                                "--undo-steps", str(SOAK_UNDO), "--max-sessions", str(SOAK_SESSIONS), "--port", "0"])
+    try:
+        result = soak(lines[-1].split()[1], process.pid, images, SOAK_SECONDS, 640, 480)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    growth = result["after"] - result["before"]
+    assert not result["errors"], result["errors"]
+    assert min(result["clicks"]) > SOAK_UNDO, result   # every session went past the cap
+    assert result["undoable"] == [SOAK_UNDO - 1] * SOAK_SESSIONS
+    assert growth < SOAK_BOUND_MB, f"RSS grew {growth:.0f} MB over {sum(result['clicks'])} clicks"

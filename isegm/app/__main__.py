@@ -12,6 +12,7 @@ Masks go to ``DIR/masks/<image>/object_NNN.png`` and ``DIR/annotations.json`` (C
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import os
 import sys
@@ -69,6 +70,25 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+# Buffers of at least this many bytes get their own memory mapping (glibc), returned when freed.
+MMAP_THRESHOLD = 256 * 1024
+
+
+def return_freed_maps() -> None:
+    """Keep the server's memory at what it holds (glibc only; a no-op elsewhere or when
+    ``MALLOC_MMAP_THRESHOLD_`` is set). Every click allocates and frees maps of the working
+    image; glibc by default raises its mmap threshold after the first such frees and serves
+    them from per-thread heaps, which fragment: with 8 sessions clicking, RSS then grew by
+    0.15 MB a click without end, and stays flat with a fixed threshold."""
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, MMAP_THRESHOLD)   # M_MMAP_THRESHOLD; a fixed value ends the raising
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
@@ -96,6 +116,7 @@ def main(argv: Optional[List[str]] = None) -> None:
               f"the token (or send the {TOKEN_HEADER} header)")
     print(f"annotating {len(app.names)} images of {app.images_dir} with {backend.name}\n"
           f"output: {app.store.root}\n{access}\nopen {server.url} (Ctrl-C stops)", flush=True)
+    return_freed_maps()
     try:
         server.serve_forever()
     except KeyboardInterrupt:
