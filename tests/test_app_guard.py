@@ -181,8 +181,15 @@ def test_a_stale_save_is_refused_and_nothing_is_lost(folder: Path, tmp_path: Pat
         other.post("save", expect=409, image="a.png")
         forced = other.post("save", image="a.png", force=True)
         assert len(forced["objects"]) == 3 and forced["unsaved"] == []
-        # a session with nothing unsaved that opens the image again sees the newest save
+        # a session with nothing unsaved that opens the image again sees the newest save; one
+        # with unsaved changes keeps them unless it discards them
         assert len(one.post("open", image="a.png")["objects"]) == 3 + 1   # 3 saved, 1 new empty
+        one.post("delete", image="a.png", object=1)
+        other.post("delete", image="a.png", object=2)
+        other.post("save", image="a.png")
+        assert len(one.post("open", image="a.png")["objects"]) == 3
+        reloaded = one.post("open", image="a.png", discard=True)
+        assert len(reloaded["objects"]) == 2 + 1 and reloaded["unsaved"] == []
         assert one.post("save", expect=400, image="a.png", version=7)["error"].startswith("'version' must be")
 
 

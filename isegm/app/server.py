@@ -7,7 +7,8 @@ coordinates are full-image pixels, x = column, y = row):
 * ``GET  /api/config``: model, notice, categories, the images (with ``saved``) and skipped files;
 * ``POST /api/session``: a new session id;
 * ``POST /api/open``: prepares the image (its features are cached) and answers its objects
-  (a saved annotation is loaded for editing);
+  (a saved annotation is loaded for editing; ``discard``: drop this session's unsaved changes
+  of it first);
 * ``GET  /api/image?name=N``: the working image (JPEG) the page shows;
 * ``POST /api/click`` (``x``, ``y``, ``positive``), ``/api/undo``, ``/api/reset``,
   ``/api/finish``, ``/api/select`` (``object``), ``/api/delete`` (``object``),
@@ -219,9 +220,12 @@ class AnnotationApp:
             left = session.works.get(session.image)
             if left is not None and not left.dirty:
                 del session.works[session.image]   # saved: reload it from the store when it is opened again
+        discard = request.get("discard", False)
+        if not isinstance(discard, bool):
+            raise ApiError(400, f"'discard' must be true or false, got {discard!r}")
         work = session.works.get(name)
-        if work is not None and not work.dirty and work.version != self.store.version(name):
-            work = None   # saved from elsewhere since, and nothing here to keep: load the newer one
+        if work is not None and (discard or not work.dirty and work.version != self.store.version(name)):
+            work = None   # dropped, or saved from elsewhere since with nothing here to keep: load the stored one
         if work is None:
             saved, version = self.store.load(name, *entry.full_size)
             work = session.works[name] = ImageWork(entry, saved, self.categories[0], version, self.undo_steps)
@@ -288,9 +292,9 @@ class AnnotationApp:
             written, work.version = self.store.save(work.name, *work.full_size, work.to_save(),
                                                     None if force else version)
         except StaleAnnotation as err:
-            raise ApiError(409, f"not saved: {err}. Someone else saved {work.name!r} after you opened it; your "
-                                "changes are kept here, unsaved. Save again choosing to overwrite theirs, or "
-                                "note your changes and reload the page to see theirs") from None
+            raise ApiError(409, f"not saved: {err}. Someone else saved it after you opened it; your changes are "
+                                "kept here, unsaved: save again with force to overwrite theirs, or open the image "
+                                "again with discard to load theirs") from None
         except OSError as err:
             raise ApiError(500, f"cannot save {work.name!r} under {str(self.store.root)!r} ({err}); the annotation is "
                                 "kept in memory: fix the folder (space, permissions) and save again") from None

@@ -271,13 +271,14 @@ async function loadImage(name) {
   return createImageBitmap(blob).catch(() => { throw new Error(`cannot load image ${name}`); });
 }
 
-function openImage(index) {
+// discard: drop this tab's unsaved changes of the image and load the stored annotation.
+function openImage(index, discard = false) {
   const images = state.config.images;
   if (index < 0 || index >= images.length) return;
   const name = images[index].name;
   enqueue(async () => {
     setStatus(`opening ${name}: computing image features…`, "busy");
-    const data = await act("open", { image: name });
+    const data = await act("open", { image: name, discard });
     const img = await loadImage(name);
     state.masks.clear();
     for (const canvas of [$("image-canvas"), $("overlay")]) {
@@ -351,8 +352,14 @@ function save() {
     } catch (err) {
       if (!(err instanceof ApiError) || err.status !== 409) throw err;
       setStatus(err.message, "error");
-      if (!window.confirm(`${err.message}\n\nOverwrite their annotation of this image with yours?`)) return;
-      data = await act("save", { force: true });
+      if (window.confirm(`${err.message}\n\nOverwrite their annotation of this image with yours?`)) {
+        data = await act("save", { force: true });
+      } else {
+        if (window.confirm("Load their annotation instead? Your changes to this image are discarded.")) {
+          openImage(state.image.index, true);
+        }
+        return;
+      }
     }
     apply(data);
     const objects = data.written.length - 1;
