@@ -44,19 +44,19 @@ def click_dicts(clicks: Sequence[Click]) -> List[Dict[str, Any]]:
     return [{"x": c.coords[1], "y": c.coords[0], "positive": c.is_positive} for c in clicks]
 
 
-def _compact(value: Any, prob: np.ndarray) -> Any:
-    """A floating map of a predictor state in float16 (half the memory), the same array as
-    ``prob`` when it holds the same values (SkipClick's previous map is its prediction)."""
-    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
-        small = value.astype(np.float16)
-        return prob.reshape(value.shape) if small.size == prob.size and np.array_equal(small.ravel(), prob.ravel()) \
-            else small
+def _compact(value: Any, prob: np.ndarray, small_prob: np.ndarray) -> Any:
+    """A floating map of a predictor state in float16 (half the memory): ``small_prob``, the
+    float16 copy of the prediction ``prob``, when the map holds the same values (SkipClick's
+    previous map is its prediction: then nothing is converted or copied)."""
     if isinstance(value, torch.Tensor) and value.is_floating_point():
-        small = value.detach().to(torch.float16)
-        if small.device.type == "cpu" and small.numel() == prob.size and np.array_equal(small.numpy().ravel(),
-                                                                                        prob.ravel()):
-            return torch.from_numpy(prob).view(value.shape)
-        return small
+        if value.device.type == "cpu" and value.numel() == prob.size and np.array_equal(
+                value.detach().numpy().ravel(), prob.ravel()):
+            return torch.from_numpy(small_prob).view(value.shape)
+        return value.detach().to(torch.float16)
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+        if value.size == prob.size and np.array_equal(value.ravel(), prob.ravel()):
+            return small_prob.reshape(value.shape)
+        return value.astype(np.float16)
     return value
 
 
@@ -80,7 +80,7 @@ class Step:
         self.prob = np.ascontiguousarray(prob, dtype=np.float16)
         self.seq = seq   # the image's click counter: the oldest steps are folded first
         self._dtypes = {k: v.dtype for k, v in state.items() if isinstance(v, (np.ndarray, torch.Tensor))}
-        self._state = {k: _compact(v, self.prob) for k, v in state.items()}
+        self._state = {k: _compact(v, prob, self.prob) for k, v in state.items()}
 
     def state(self) -> Dict[str, Any]:
         return {k: _expand(v, self._dtypes.get(k)) for k, v in self._state.items()}
