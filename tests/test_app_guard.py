@@ -154,6 +154,8 @@ def test_a_network_server_needs_a_token(folder: Path, tmp_path: Path, capsys: py
         assert stranger.raw("GET", "/api/config", headers={TOKEN_HEADER: TOKEN, "Host": "annotate.lan:1"})[0] == 200
         assert stranger.raw("GET", "/api/config", headers={TOKEN_HEADER: TOKEN, "Host": "annotate.lan:1",
                                                            "Origin": "http://evil.example"})[0] == 403
+        assert stranger.raw("GET", "/api/config", headers={TOKEN_HEADER: TOKEN, "Host": "annotate.lan",
+                                                           "Origin": "https://annotate.lan"})[0] == 200   # TLS proxy
         annotator = Client(url, token=TOKEN)
         annotator.post("open", image="a.png")
         assert len(current(annotator.post("click", image="a.png", x=60, y=40))["clicks"]) == 1

@@ -3,8 +3,8 @@
 * Bound to a loopback address (the default, 127.0.0.1), the server answers only requests whose
   ``Host`` names it (``127.0.0.1:PORT``, ``localhost:PORT``, ``[::1]:PORT``): a page of another
   site that rebinds its DNS name to 127.0.0.1 sends its own name and is refused.
-* A request with an ``Origin`` header must come from the page's own origin
-  (``http://`` + its ``Host``): another site's scripts and forms are refused.
+* A request with an ``Origin`` header must come from the page's own origin (``http://`` + its
+  ``Host``, or ``https://`` behind a TLS proxy): another site's scripts and forms are refused.
 * Every ``/api/`` request but ``GET /api/config`` carries the token in the ``X-SkipClick-Token``
   header, which neither a cross-site form nor an image tag can send. Without a token given at
   start the server makes a random one per start and ``GET /api/config`` hands it to its own
@@ -71,7 +71,7 @@ class Guard:
             raise AccessDenied(f"Host {host or '(none)'!r} is not this server (it answers {', '.join(self.hosts)}); "
                                "open the address printed at start")
         origin = headers.get("Origin")
-        if origin is not None and origin.strip().lower() != f"http://{host}":
+        if origin is not None and origin.strip().lower() not in (f"http://{host}", f"https://{host}"):
             raise AccessDenied(f"requests from the page of {origin!r} are refused: only the app's own page "
                                f"(http://{host}) may call it")
         if path.startswith("/api/") and not (method == "GET" and path == "/api/config" and not self.given):
