@@ -1,13 +1,13 @@
 """The annotation app under attack and under load, as figures: the probes of
 ``tests/test_app_guard.py`` (statuses, what is left of the annotation, peak RSS, threads held)
-and the soak (sessions clicking at random; RSS growth). ``--repo`` points at any checkout, so
-the same run measures the app before a change (``git worktree add /tmp/before COMMIT``). The app
-runs there as ``python -m isegm.app``: with the GrabCut baseline for the probes, and with the
+and the soak (sessions clicking at random; RSS growth). ``--repo`` points at any checkout
+(``git worktree add /tmp/other COMMIT``), so one command compares two versions. The app runs
+there as ``python -m isegm.app``: with the GrabCut baseline for the probes, and with the
 tiny SkipClick (random weights) at 112 px on 480 x 640 images for the soak. Linux only (RSS and
 threads come from ``/proc``).
 
     python scripts/probe_app.py --soak-seconds 20
-    python scripts/probe_app.py --repo /tmp/before --soak-seconds 20
+    python scripts/probe_app.py --repo /tmp/other --soak-seconds 20
     python scripts/probe_app.py --soak-only --app-args="--undo-steps 20"
 """
 from __future__ import annotations
