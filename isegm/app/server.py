@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 from urllib.parse import parse_qs, quote, urlsplit
 
-from .backend import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, PIXELS_PIL_READS, Backend, ImageCache, ImageError, scan_images
+from .backend import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, PIXELS_PIL_READS, Backend, ImageCache, ImageError,
+                      scan_images)
 from .guard import TOKEN_HEADER, AccessDenied, Guard
 from .session import DEFAULT_UNDO_STEPS, ImageWork, NotFound, Session, SessionLimit, Sessions
 from .store import DEFAULT_CATEGORY, AnnotationStore, StaleAnnotation, StoreError
@@ -92,7 +93,8 @@ class AnnotationApp:
         if max_side < 16:
             raise ValueError(f"--max-side {max_side} is too small; use at least 16 (default {DEFAULT_MAX_SIDE})")
         if not 0 <= undo_steps <= 10_000:
-            raise ValueError(f"--undo-steps {undo_steps} is out of range; use 0 to 10000 (default {DEFAULT_UNDO_STEPS})")
+            raise ValueError(f"--undo-steps {undo_steps} is out of range; use 0 to 10000 "
+                             f"(default {DEFAULT_UNDO_STEPS})")
         if not 1 <= max_pixels <= PIXELS_PIL_READS:
             raise ValueError(f"--max-pixels {max_pixels} is out of range; use 1 to {PIXELS_PIL_READS} "
                              f"(default {DEFAULT_MAX_PIXELS})")
