@@ -150,3 +150,21 @@ def test_a_refused_save_shows_in_the_page(tmp_path: Path) -> None:
     x, _ = inside(scene.mask(SKIER))
     (annotation,) = json.loads((out / "annotations.json").read_text())["annotations"]
     assert abs(annotation["clicks"][0]["x"] - x) <= 1
+
+
+def test_a_network_server_takes_the_token_from_the_printed_address(tmp_path: Path) -> None:
+    """Served with a token: the page opened at the address the app prints works, and the token
+    leaves the address bar (it is kept for the tab)."""
+    scene = render_scene(SEED, SIZE, framing="close")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "slope.png"), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
+    app = AnnotationApp(folder, tmp_path / "out", baseline_backend("grabcut"))
+    with serve_in_thread(app, host="0.0.0.0", token="a-long-secret-token") as server, \
+            browser.chromium(1280, 900) as driver:
+        assert "?token=" in server.url
+        page = browser.AppPage(driver, server.url)
+        page.click_image(*inside(scene.mask(SKIER)))
+        assert page.objects()[0]["area"] > 0
+        assert "token" not in driver.current_url
+        assert driver.execute_script("return sessionStorage.getItem('skipclick-token');") == "a-long-secret-token"

@@ -60,9 +60,11 @@ class Guard:
                              f"set {TOKEN_ENV} (annotators open the address printed at start, which carries it)")
         self.given = token is not None
         self.token = check_token(token) if token is not None else secrets.token_urlsafe(32)
-        # the names a browser on this machine uses for a loopback server; any name on a network
+        # the names a browser on this machine uses for a loopback server (on port 80 without the
+        # port); any name on a network
+        names = ("127.0.0.1", "localhost", "[::1]")
         self.hosts: Optional[Tuple[str, ...]] = (
-            (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}") if self.loopback else None)
+            tuple(f"{n}:{port}" for n in names) + (names if port == 80 else ()) if self.loopback else None)
 
     def check(self, method: str, path: str, headers: Mapping[str, str]) -> None:
         """Raise ``AccessDenied`` unless this request may be served."""
