@@ -168,3 +168,19 @@ def test_a_network_server_takes_the_token_from_the_printed_address(tmp_path: Pat
         assert page.objects()[0]["area"] > 0
         assert "token" not in driver.current_url
         assert driver.execute_script("return sessionStorage.getItem('skipclick-token');") == "a-long-secret-token"
+
+
+def test_the_page_fetches_a_new_token_after_a_restart(tmp_path: Path) -> None:
+    """A restarted server draws a new token: the page's next request fetches it and goes through."""
+    scene = render_scene(SEED, SIZE, framing="close")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "slope.png"), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
+    app = AnnotationApp(folder, tmp_path / "out", baseline_backend("grabcut"))
+    with serve_in_thread(app) as server, browser.chromium(1280, 900) as driver:
+        page = browser.AppPage(driver, server.url)
+        page.click_image(*inside(scene.mask(SKIER)))
+        server.guard.token = "drawn-again-at-restart"
+        page.click_image(*inside(scene.mask(FLAG)))
+        assert page.objects()[0]["clicks"] == 2
+        assert driver.execute_script("return state.token;") == "drawn-again-at-restart"

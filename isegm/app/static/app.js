@@ -87,17 +87,26 @@ async function newSession() {
   sessionStorage.setItem("skipclick-session", state.session);
 }
 
-// A POST in this session on the open image; a forgotten session (server restart) is renewed once
-// and the image reopened.
+// A POST in this session on the open image. After a server restart the token (drawn anew) is
+// fetched again and the forgotten session renewed, once each, and the image reopened.
 async function act(action, fields = {}) {
   const body = () => ({ session: state.session, image: state.image && state.image.name, ...fields });
-  try {
-    return await request(`/api/${action}`, body());
-  } catch (err) {
-    if (!(err instanceof ApiError) || err.status !== 404 || !/unknown session/.test(err.message)) throw err;
-    await newSession();
-    if (action !== "open" && state.image) await request("/api/open", body());
-    return request(`/api/${action}`, body());
+  const failed = (err, status, pattern) => err instanceof ApiError && err.status === status && pattern.test(err.message);
+  let tokenRenewed = false;
+  for (;;) {
+    try {
+      return await request(`/api/${action}`, body());
+    } catch (err) {
+      if (!tokenRenewed && failed(err, 403, /X-SkipClick-Token/)) {
+        tokenRenewed = true;
+        await loadConfig();
+        continue;
+      }
+      if (!failed(err, 404, /unknown session/)) throw err;
+      await newSession();
+      if (action !== "open" && state.image) await request("/api/open", body());
+      return request(`/api/${action}`, body());
+    }
   }
 }
 
