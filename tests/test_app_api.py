@@ -19,6 +19,7 @@ import torch
 from isegm.app import AnnotationApp, baseline_backend, model_backend
 from isegm.app.__main__ import main as app_main
 from isegm.app.backend import ImageCache, mask_state
+from isegm.app.guard import TOKEN_HEADER
 from isegm.app.server import serve_in_thread
 from isegm.app.store import AnnotationStore, SavedObject, StoreError
 from isegm.data.scenes import ATHLETE_KINDS, render_scene
@@ -69,22 +70,34 @@ def folder(tmp_path: Path) -> Path:
 
 
 class Client:
-    """JSON requests against a running server; ``post`` fills in the session."""
+    """JSON requests against a running server, as its page makes them: with the token the
+    server hands out (or ``token``) in the ``X-SkipClick-Token`` header; ``post`` fills in the
+    session."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, token: Optional[str] = None) -> None:
         self.url = url.rstrip("/")
         self.session: Optional[str] = None
+        self.token = token
 
-    def request(self, method: str, path: str, body: Union[None, bytes, Dict[str, Any]] = None,
-                headers: Optional[Dict[str, str]] = None) -> Tuple[int, Any]:
+    def raw(self, method: str, path: str, body: Union[None, bytes, Dict[str, Any]] = None,
+            headers: Optional[Dict[str, str]] = None) -> Tuple[int, Any, Any]:
+        """(status, answer, response headers), with exactly the ``headers`` given."""
         data = json.dumps(body).encode() if isinstance(body, dict) else body
         req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers or {})
         try:
             with urllib.request.urlopen(req, timeout=60) as response:
-                status, payload, kind = response.status, response.read(), response.headers["Content-Type"]
+                status, payload, answer_headers = response.status, response.read(), response.headers
         except urllib.error.HTTPError as err:
-            status, payload, kind = err.code, err.read(), err.headers["Content-Type"]
-        return status, json.loads(payload) if kind == "application/json" else payload
+            status, payload, answer_headers = err.code, err.read(), err.headers
+        kind = answer_headers["Content-Type"]
+        return status, json.loads(payload) if kind == "application/json" else payload, answer_headers
+
+    def request(self, method: str, path: str, body: Union[None, bytes, Dict[str, Any]] = None,
+                headers: Optional[Dict[str, str]] = None) -> Tuple[int, Any]:
+        if self.token is None:
+            self.token = self.raw("GET", "/api/config")[2][TOKEN_HEADER]
+        status, payload, _ = self.raw(method, path, body, {TOKEN_HEADER: self.token, **(headers or {})})
+        return status, payload
 
     def post(self, action: str, expect: int = 200, **fields: Any) -> Dict[str, Any]:
         if self.session is None:

@@ -26,6 +26,7 @@ from isegm.app.server import serve_in_thread
 from isegm.data.scenes import render_scene
 from isegm.utils.masks import padded_distance
 from isegm.utils.rle import decode_rle
+from test_app_api import Client
 
 
 def _load_driver() -> ModuleType:
@@ -112,3 +113,74 @@ def test_annotate_in_chromium(tmp_path: Path) -> None:
     x, y = inside(skier)
     click = doc["annotations"][0]["clicks"][0]
     assert abs(click["x"] - x) <= 1 and abs(click["y"] - y) <= 1   # the page maps screen to image pixels
+
+
+def test_a_refused_save_shows_in_the_page(tmp_path: Path) -> None:
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    """Someone else saves the image while the page edits it: the page's save is refused, the page
+    says so (not "saved"), and on the user's choice overwrites theirs."""
+    scene = render_scene(SEED, SIZE, framing="close")
+    folder, out = tmp_path / "images", tmp_path / "out"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "slope.png"), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
+    app = AnnotationApp(folder, out, baseline_backend("grabcut"))
+    with serve_in_thread(app) as server, browser.chromium(1280, 900) as driver:
+        page = browser.AppPage(driver, server.url)
+        page.click_image(*inside(scene.mask(SKIER)))
+        other = Client(server.url)
+        other.post("open", image="slope.png")
+        other.post("click", image="slope.png", x=10, y=10, positive=True)
+        other.post("save", image="slope.png")
+
+        driver.find_element("tag name", "body").send_keys("s")
+        alert = WebDriverWait(driver, 60).until(expected_conditions.alert_is_present())
+        assert "not saved" in alert.text and "'slope.png'" in alert.text
+        alert.dismiss()   # do not overwrite theirs
+        WebDriverWait(driver, 60).until(expected_conditions.alert_is_present()).dismiss()   # nor load theirs
+        assert page.status().startswith("not saved") and "saved 1 object" not in page.status()
+        assert driver.find_element("css selector", "#image-list li").get_attribute("data-unsaved") == "true"
+        assert len(json.loads((out / "annotations.json").read_text())["annotations"][0]["clicks"]) == 1
+        assert json.loads((out / "annotations.json").read_text())["annotations"][0]["clicks"][0]["x"] == 10
+
+        driver.find_element("tag name", "body").send_keys("s")
+        WebDriverWait(driver, 60).until(expected_conditions.alert_is_present()).accept()   # overwrite
+        WebDriverWait(driver, 60).until(lambda _: page.status().startswith("saved 1 object"))
+    x, _ = inside(scene.mask(SKIER))
+    (annotation,) = json.loads((out / "annotations.json").read_text())["annotations"]
+    assert abs(annotation["clicks"][0]["x"] - x) <= 1
+
+
+def test_a_network_server_takes_the_token_from_the_printed_address(tmp_path: Path) -> None:
+    """Served with a token: the page opened at the address the app prints works, and the token
+    leaves the address bar (it is kept for the tab)."""
+    scene = render_scene(SEED, SIZE, framing="close")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "slope.png"), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
+    app = AnnotationApp(folder, tmp_path / "out", baseline_backend("grabcut"))
+    with serve_in_thread(app, host="0.0.0.0", token="a-long-secret-token") as server, \
+            browser.chromium(1280, 900) as driver:
+        assert "?token=" in server.url
+        page = browser.AppPage(driver, server.url)
+        page.click_image(*inside(scene.mask(SKIER)))
+        assert page.objects()[0]["area"] > 0
+        assert "token" not in driver.current_url
+        assert driver.execute_script("return sessionStorage.getItem('skipclick-token');") == "a-long-secret-token"
+
+
+def test_the_page_fetches_a_new_token_after_a_restart(tmp_path: Path) -> None:
+    """A restarted server draws a new token: the page's next request fetches it and goes through."""
+    scene = render_scene(SEED, SIZE, framing="close")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "slope.png"), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
+    app = AnnotationApp(folder, tmp_path / "out", baseline_backend("grabcut"))
+    with serve_in_thread(app) as server, browser.chromium(1280, 900) as driver:
+        page = browser.AppPage(driver, server.url)
+        page.click_image(*inside(scene.mask(SKIER)))
+        server.guard.token = "drawn-again-at-restart"
+        page.click_image(*inside(scene.mask(FLAG)))
+        assert page.objects()[0]["clicks"] == 2
+        assert driver.execute_script("return state.token;") == "drawn-again-at-restart"

@@ -42,6 +42,11 @@ from ..utils.device import precision, select_dtype
 DEFAULT_MAX_SIDE = 1024
 # JPEG quality of the working image sent to the page.
 JPEG_QUALITY = 90
+# Largest image (pixels) the app decodes: 8K frames (7680 x 4320, 33 MP) and more. Checked from
+# the file's header, so a small file that declares a huge image is refused before any decoding.
+DEFAULT_MAX_PIXELS = 40_000_000
+# Above this PIL refuses to read even the header (its decompression-bomb guard).
+PIXELS_PIL_READS = 2 * Image.MAX_IMAGE_PIXELS
 
 
 class Predictor(Protocol):
@@ -117,13 +122,37 @@ def baseline_backend(name: str = "grabcut") -> Backend:
 
 
 class ImageError(ValueError):
-    """An image of the folder that cannot be decoded."""
+    """An image of the folder that cannot be decoded, or is too large to."""
 
 
-def scan_images(folder: Path) -> Tuple[List[str], List[Tuple[str, str]]]:
+def header_size(path: Path) -> Optional[Tuple[int, int]]:
+    """(width, height) from the image file's header, without decoding its pixels; None when it
+    declares more than ``PIXELS_PIL_READS``; ``ImageError`` when it is no image PIL knows."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return image.size
+    except Image.DecompressionBombError:
+        return None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ImageError(f"{str(path)!r} is not a readable image ({type(err).__name__}: {err})") from None
+
+
+def check_pixels(path: Path, max_pixels: int) -> None:
+    """``ImageError`` when the header of ``path`` declares more than ``max_pixels`` pixels."""
+    size = header_size(path)
+    if size is None or size[0] * size[1] > max_pixels:
+        what = (f"{size[0]}x{size[1]} px ({size[0] * size[1] / 1e6:.0f} MP)" if size is not None else
+                f"larger than {PIXELS_PIL_READS / 1e6:.0f} MP")
+        raise ImageError(f"{str(path)!r} is {what}, more than --max-pixels {max_pixels}: downscale it, or raise "
+                         "--max-pixels if the machine has the memory to decode it")
+
+
+def scan_images(folder: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[List[str], List[Tuple[str, str]]]:
     """The image files directly in ``folder`` (sorted names) and the skipped entries with the
-    reason. Only headers are read here (fast for large folders); a file whose header is fine but
-    whose pixels are not fails when it is opened."""
+    reason (not an image, or larger than ``max_pixels``). Only headers are read here (fast for
+    large folders); a file whose header is fine but whose pixels are not fails when it is opened."""
     names, skipped = [], []
     for path in sorted(folder.iterdir()):
         if path.name.startswith("."):
@@ -132,13 +161,12 @@ def scan_images(folder: Path) -> Tuple[List[str], List[Tuple[str, str]]]:
             skipped.append((path.name, "not a file (sub-folders are not scanned)"))
             continue
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(path) as image:
-                    image.verify()
+            check_pixels(path, max_pixels)
+            with Image.open(path) as image:
+                image.verify()
             names.append(path.name)
-        except Image.DecompressionBombError:
-            names.append(path.name)   # very large, but an image: it is downscaled for the model
+        except ImageError as err:
+            skipped.append((path.name, str(err)))
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
             skipped.append((path.name, f"not a readable image ({type(err).__name__}: {err})"))
     return names, skipped
@@ -150,8 +178,10 @@ def working_size(height: int, width: int, max_side: int) -> Tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """uint8 H x W x 3 RGB (EXIF orientation applied, alpha dropped, 16 bit reduced to 8)."""
+def read_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """uint8 H x W x 3 RGB (EXIF orientation applied, alpha dropped, 16 bit reduced to 8); the
+    size is checked from the header first (``check_pixels``)."""
+    check_pixels(path, max_pixels)
     data = np.fromfile(str(path), dtype=np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
@@ -183,15 +213,18 @@ class PreparedImage:
 
 class ImageCache:
     """LRU of ``PreparedImage`` (at most ``capacity``), shared by all sessions; an image is
-    prepared once even when several sessions open it at the same time."""
+    prepared once even when several sessions open it at the same time. Images of more than
+    ``max_pixels`` are refused before decoding."""
 
-    def __init__(self, folder: Path, backend: Backend, capacity: int = 8, max_side: int = DEFAULT_MAX_SIDE) -> None:
+    def __init__(self, folder: Path, backend: Backend, capacity: int = 8, max_side: int = DEFAULT_MAX_SIDE,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         if capacity < 1:
             raise ValueError(f"cache capacity must be at least 1, got {capacity}")
         self.folder = folder
         self.backend = backend
         self.capacity = capacity
         self.max_side = max_side
+        self.max_pixels = max_pixels
         self.prepared = 0   # images prepared so far (an evicted image that returns counts again)
         self._entries: "OrderedDict[str, PreparedImage]" = OrderedDict()
         self._lock = threading.Lock()
@@ -223,7 +256,7 @@ class ImageCache:
             return list(self._entries)
 
     def _prepare(self, entry: PreparedImage) -> None:
-        image = read_rgb(self.folder / entry.name)
+        image = read_rgb(self.folder / entry.name, self.max_pixels)
         entry.full_size = image.shape[:2]
         entry.work_size = working_size(*entry.full_size, self.max_side)
         if entry.work_size != entry.full_size:

@@ -7,16 +7,21 @@ coordinates are full-image pixels, x = column, y = row):
 * ``GET  /api/config``: model, notice, categories, the images (with ``saved``) and skipped files;
 * ``POST /api/session``: a new session id;
 * ``POST /api/open``: prepares the image (its features are cached) and answers its objects
-  (a saved annotation is loaded for editing);
+  (a saved annotation is loaded for editing; ``discard``: drop this session's unsaved changes
+  of it first);
 * ``GET  /api/image?name=N``: the working image (JPEG) the page shows;
 * ``POST /api/click`` (``x``, ``y``, ``positive``), ``/api/undo``, ``/api/reset``,
   ``/api/finish``, ``/api/select`` (``object``), ``/api/delete`` (``object``),
-  ``/api/category`` (``object``, ``category``), ``/api/save``.
+  ``/api/category`` (``object``, ``category``), ``/api/save`` (``version``: the image's
+  ``version`` the page was given, ``force``: overwrite a newer save).
 
 Object masks go to the page as COCO compressed RLE at the working size. Errors answer
 ``{"error": message}`` with a 4xx status for bad requests (malformed JSON, unknown image or
-session, a click outside the image, a path outside the folders) and 5xx for server faults; the
-server keeps running either way.
+session, a click outside the image, a path outside the folders), 403 for a request the access
+rules refuse (``isegm.app.guard``: Host, Origin, the ``X-SkipClick-Token`` header), 409 for a
+save over a newer one, 429 when every session slot holds unsaved work, and 5xx for server
+faults; the server keeps running either way. A connection that sends nothing for ``timeout``
+seconds is closed.
 """
 from __future__ import annotations
 
@@ -31,17 +36,20 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
-from .backend import DEFAULT_MAX_SIDE, Backend, ImageCache, ImageError, scan_images
-from .session import ImageWork, NotFound, Session, Sessions
-from .store import DEFAULT_CATEGORY, AnnotationStore, StoreError
+from .backend import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, PIXELS_PIL_READS, Backend, ImageCache, ImageError,
+                      scan_images)
+from .guard import TOKEN_HEADER, AccessDenied, Guard
+from .session import DEFAULT_UNDO_STEPS, ImageWork, NotFound, Session, SessionLimit, Sessions
+from .store import DEFAULT_CATEGORY, AnnotationStore, StaleAnnotation, StoreError
 
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_BODY = 1 << 20   # bytes; the API's requests are a few hundred
 MAX_CATEGORY_LENGTH = 100
+DEFAULT_TIMEOUT = 30.0   # seconds a connection may stay silent (also between keep-alive requests)
 
 
 class ApiError(Exception):
@@ -71,17 +79,29 @@ class AnnotationApp:
     ``images_dir``: the folder to annotate; ``out_dir``: where masks and the COCO JSON go;
     ``backend``: the model (``isegm.app.backend``); ``categories``: the names the page offers
     (default: those of an existing annotation file, else ``object``); ``max_side``: longest
-    side of the image the model and page work on; ``cache_size``: images whose features are kept.
+    side of the image the model and page work on; ``cache_size``: images whose features are kept;
+    ``max_sessions``: sessions kept at once; ``undo_steps``: clicks per image that can be undone;
+    ``max_pixels``: the largest image decoded (checked from the file's header).
     """
 
     def __init__(self, images_dir: Path, out_dir: Path, backend: Backend, categories: Optional[Sequence[str]] = None,
-                 max_side: int = DEFAULT_MAX_SIDE, cache_size: int = 8, max_sessions: int = 64) -> None:
+                 max_side: int = DEFAULT_MAX_SIDE, cache_size: int = 8, max_sessions: int = 64,
+                 undo_steps: int = DEFAULT_UNDO_STEPS, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.images_dir = Path(images_dir).resolve()
         if not self.images_dir.is_dir():
             raise FileNotFoundError(f"--images {str(images_dir)!r} is not a folder; give the folder of images to annotate")
         if max_side < 16:
             raise ValueError(f"--max-side {max_side} is too small; use at least 16 (default {DEFAULT_MAX_SIDE})")
-        self.names, self.skipped = scan_images(self.images_dir)
+        if not 0 <= undo_steps <= 10_000:
+            raise ValueError(f"--undo-steps {undo_steps} is out of range; use 0 to 10000 "
+                             f"(default {DEFAULT_UNDO_STEPS})")
+        if not 1 <= max_pixels <= PIXELS_PIL_READS:
+            raise ValueError(f"--max-pixels {max_pixels} is out of range; use 1 to {PIXELS_PIL_READS} "
+                             f"(default {DEFAULT_MAX_PIXELS})")
+        if max_sessions < 1:
+            raise ValueError(f"--max-sessions {max_sessions} is too small; use at least 1")
+        self.undo_steps = undo_steps
+        self.names, self.skipped = scan_images(self.images_dir, max_pixels)
         for name, reason in self.skipped:
             logger.warning("skipping %s: %s", self.images_dir / name, reason)
         if not self.names:
@@ -90,7 +110,7 @@ class AnnotationApp:
         self.backend = backend
         self.store = AnnotationStore(out_dir)
         self.categories = list(categories or self.store.categories() or [DEFAULT_CATEGORY])
-        self.cache = ImageCache(self.images_dir, backend, cache_size, max_side)
+        self.cache = ImageCache(self.images_dir, backend, cache_size, max_side, max_pixels)
         self.sessions = Sessions(max_sessions)
         self._static = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file()}
         self._routes: Dict[Tuple[str, str], Callable[..., Response]] = {
@@ -124,6 +144,8 @@ class AnnotationApp:
             return _json({"error": err.args[0]}, 404)
         except ImageError as err:
             return _json({"error": str(err)}, 422)
+        except SessionLimit as err:
+            return _json({"error": str(err)}, 429)
         except StoreError as err:
             return _json({"error": str(err)}, 409)
         except Exception as err:   # a fault of ours: report it, keep serving
@@ -190,7 +212,7 @@ class AnnotationApp:
         """The page's view of ``work`` (masks of the ids in ``masks``, default all) and ``extra``."""
         image = {"name": work.name, "index": self.names.index(work.name), "width": work.full_size[1],
                  "height": work.full_size[0], "work_width": work.work_size[1], "work_height": work.work_size[0],
-                 "saved": self.store.saved(work.name)}
+                 "saved": self.store.saved(work.name), "version": work.version}
         return {"image": image, **work.to_json(masks), "unsaved": session.unsaved(), **extra}
 
     def _open(self, session: Session, request: Dict[str, Any]) -> Response:
@@ -200,10 +222,15 @@ class AnnotationApp:
             left = session.works.get(session.image)
             if left is not None and not left.dirty:
                 del session.works[session.image]   # saved: reload it from the store when it is opened again
+        discard = request.get("discard", False)
+        if not isinstance(discard, bool):
+            raise ApiError(400, f"'discard' must be true or false, got {discard!r}")
         work = session.works.get(name)
+        if work is not None and (discard or not work.dirty and work.version != self.store.version(name)):
+            work = None   # dropped, or saved from elsewhere since with nothing here to keep: load the stored one
         if work is None:
-            saved = self.store.load(name, *entry.full_size)
-            work = session.works[name] = ImageWork(entry, saved, self.categories[0])
+            saved, version = self.store.load(name, *entry.full_size)
+            work = session.works[name] = ImageWork(entry, saved, self.categories[0], version, self.undo_steps)
         session.image = name
         return self._view(session, work, encode_ms=round(entry.encode_ms, 1))
 
@@ -259,8 +286,17 @@ class AnnotationApp:
 
     def _save(self, session: Session, request: Dict[str, Any]) -> Response:
         work = self._work(session, request)
+        version, force = request.get("version", work.version), request.get("force", False)
+        if not isinstance(version, str) or not isinstance(force, bool):
+            raise ApiError(400, f"'version' must be the image's version as the page got it and 'force' true or "
+                                f"false, got {version!r} and {force!r}")
         try:
-            written = self.store.save(work.name, *work.full_size, work.to_save())
+            written, work.version = self.store.save(work.name, *work.full_size, work.to_save(),
+                                                    None if force else version)
+        except StaleAnnotation as err:
+            raise ApiError(409, f"not saved: {err}. Someone else saved it after you opened it; your changes are "
+                                "kept here, unsaved: save again with force to overwrite theirs, or open the image "
+                                "again with discard to load theirs") from None
         except OSError as err:
             raise ApiError(500, f"cannot save {work.name!r} under {str(self.store.root)!r} ({err}); the annotation is "
                                 "kept in memory: fix the folder (space, permissions) and save again") from None
@@ -268,11 +304,19 @@ class AnnotationApp:
         return self._view(session, work, [], written=[str(p.relative_to(self.store.root)) for p in written])
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a finite number")
+
+
 def _parse_body(body: bytes) -> Dict[str, Any]:
+    """The request's JSON object; ``ApiError`` 400 for anything else: invalid or non-UTF-8 text,
+    NaN / Infinity, nesting deeper than the parser's recursion limit, another top-level type."""
     try:
-        request = json.loads(body.decode("utf-8")) if body else None
+        request = json.loads(body.decode("utf-8"), parse_constant=_reject_constant) if body else None
     except (UnicodeDecodeError, ValueError) as err:
         raise ApiError(400, f"request body is not valid JSON: {err}") from None
+    except RecursionError:
+        raise ApiError(400, "request body is not valid JSON for this API: it is nested too deeply") from None
     if not isinstance(request, dict):
         raise ApiError(400, f"request body must be a JSON object, got {type(request).__name__}")
     return request
@@ -280,9 +324,14 @@ def _parse_body(body: bytes) -> Dict[str, Any]:
 
 def _number(request: Dict[str, Any], key: str) -> float:
     value = request.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ApiError(400, f"{key!r} must be a finite number (full-image pixels), got {value!r}")
-    return float(value)
+    try:
+        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    except OverflowError:   # an integer beyond float's range
+        number = math.inf
+    if not math.isfinite(number):
+        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:40]}..."
+        raise ApiError(400, f"{key!r} must be a finite number (full-image pixels), got {shown}")
+    return number
 
 
 def _object_id(request: Dict[str, Any]) -> int:
@@ -293,11 +342,17 @@ def _object_id(request: Dict[str, Any]) -> int:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """HTTP/1.1 with keep-alive (a click costs no new connection); bodies up to ``MAX_BODY``."""
+    """HTTP/1.1 with keep-alive (a click costs no new connection); bodies up to ``MAX_BODY``;
+    every request passes the server's ``Guard`` first; a connection silent for the server's
+    ``timeout`` is closed (its thread ends)."""
 
     protocol_version = "HTTP/1.1"
     server_version = "skipclick-app"
     server: "AppServer"
+
+    def setup(self) -> None:
+        self.timeout = self.server.request_timeout   # StreamRequestHandler.setup sets it on the socket
+        super().setup()
 
     def do_GET(self) -> None:
         self._serve("GET")
@@ -305,24 +360,36 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._serve("POST")
 
+    def do_OPTIONS(self) -> None:   # a cross-site preflight: never granted
+        self._serve("OPTIONS")
+
     def _serve(self, method: str) -> None:
         url = urlsplit(self.path)
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = -1
+        headers: Dict[str, str] = {}
         if not 0 <= length <= MAX_BODY:
             self.close_connection = True   # the body is not read, so the connection cannot be reused
             response = _json({"error": f"Content-Length {self.headers.get('Content-Length')!r}: expected 0 to "
                                        f"{MAX_BODY} bytes"}, 413 if length > MAX_BODY else 400)
         else:
             body = self.rfile.read(length) if length else b""
-            response = self.server.app.handle(method, url.path, parse_qs(url.query), body)
+            try:
+                self.server.guard.check(method, url.path, self.headers)
+            except AccessDenied as err:
+                response = _json({"error": f"forbidden: {err}"}, 403)
+            else:
+                response = self.server.app.handle(method, url.path, parse_qs(url.query), body)
+                token = self.server.guard.page_token()
+                if method == "GET" and url.path == "/api/config" and token is not None:
+                    headers[TOKEN_HEADER] = token   # the page's own token, for its same-origin requests
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(response.body)))
         self.send_header("X-Content-Type-Options", "nosniff")
-        headers = {"Cache-Control": "no-store", **response.headers}
+        headers = {"Cache-Control": "no-store", **response.headers, **headers}
         for key, value in headers.items():
             self.send_header(key, value)
         self.end_headers()
@@ -333,25 +400,42 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class AppServer(ThreadingHTTPServer):
-    """``ThreadingHTTPServer`` serving an ``AnnotationApp``."""
+    """``ThreadingHTTPServer`` serving an ``AnnotationApp`` behind a ``Guard``: ``token`` is
+    the one given at start (required unless ``host`` is a loopback address; None there: a
+    random one the page receives); ``timeout``: seconds a connection may stay silent."""
 
     daemon_threads = True
 
-    def __init__(self, app: AnnotationApp, host: str = "127.0.0.1", port: int = 8000) -> None:
+    def __init__(self, app: AnnotationApp, host: str = "127.0.0.1", port: int = 8000, token: Optional[str] = None,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.check(host, token, timeout)
         self.app = app
+        self.request_timeout = timeout
         super().__init__((host, port), _Handler)
+        self.guard = Guard(host, self.server_address[1], token)
+
+    @staticmethod
+    def check(host: str, token: Optional[str], timeout: float = DEFAULT_TIMEOUT) -> None:
+        """``ValueError`` for settings the server refuses: a network ``host`` without a token, a
+        short token, a timeout that is not positive."""
+        if not timeout > 0:
+            raise ValueError(f"--timeout {timeout} must be more than 0 seconds (default {DEFAULT_TIMEOUT:g})")
+        Guard(host, 0, token)
 
     @property
     def url(self) -> str:
+        """The address to open; with a token given at start it carries it (``?token=``)."""
         host, port = self.server_address[:2]
-        return f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0', '') else host}:{port}/"
+        name = "localhost" if host in ("127.0.0.1", "0.0.0.0", "") else f"[{host}]" if ":" in host else host
+        return f"http://{name}:{port}/" + (f"?token={quote(self.guard.token)}" if self.guard.given else "")
 
 
 @contextlib.contextmanager
-def serve_in_thread(app: AnnotationApp, host: str = "127.0.0.1", port: int = 0) -> Iterator[AppServer]:
+def serve_in_thread(app: AnnotationApp, host: str = "127.0.0.1", port: int = 0, token: Optional[str] = None,
+                    timeout: float = DEFAULT_TIMEOUT) -> Iterator[AppServer]:
     """``app`` served from a background thread (tests, benchmarks, notebooks); port 0 takes a
     free one (``server.url``). The server stops when the block ends."""
-    server = AppServer(app, host, port)
+    server = AppServer(app, host, port, token, timeout)
     thread = threading.Thread(target=server.serve_forever, name="skipclick-app", daemon=True)
     thread.start()
     try:

@@ -4,7 +4,9 @@ read-only for them or locked.
 
 Clicks are kept in full-image pixels ``(y, x)``; the model sees them mapped to the working
 image (``PreparedImage.to_work``). Each click stores the predictor state after it and the
-probability map (working size), so undo needs no recomputation.
+probability map (working size), so undo needs no recomputation. Both are kept compactly
+(``Step``) and only the last ``undo_steps`` clicks of an image can be undone: the older ones are
+folded into their object's starting point, so a long session's memory stays bounded.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+import torch
 
 from ..inference.clicker import Click
 from ..inference.evaluation import PRED_THRESHOLD
@@ -25,8 +28,15 @@ from .backend import Backend, PreparedImage, mask_state
 from .store import SavedObject
 
 
+DEFAULT_UNDO_STEPS = 50
+
+
 class NotFound(KeyError):
     """An unknown session or object id."""
+
+
+class SessionLimit(RuntimeError):
+    """Every session slot holds unsaved work (or is busy): a new session would lose some."""
 
 
 def click_dicts(clicks: Sequence[Click]) -> List[Dict[str, Any]]:
@@ -34,13 +44,46 @@ def click_dicts(clicks: Sequence[Click]) -> List[Dict[str, Any]]:
     return [{"x": c.coords[1], "y": c.coords[0], "positive": c.is_positive} for c in clicks]
 
 
-@dataclass
-class Step:
-    """The result of one click: the predictor's state after it and the probability map
-    (working size; float16 halves the memory of a long undo history)."""
+def _compact(value: Any, prob: np.ndarray, small_prob: np.ndarray) -> Any:
+    """A floating map of a predictor state in float16 (half the memory): ``small_prob``, the
+    float16 copy of the prediction ``prob``, when the map holds the same values (SkipClick's
+    previous map is its prediction: then nothing is converted or copied)."""
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        if value.device.type == "cpu" and value.numel() == prob.size and np.array_equal(
+                value.detach().numpy().ravel(), prob.ravel()):
+            return torch.from_numpy(small_prob).view(value.shape)
+        return value.detach().to(torch.float16)
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+        if value.size == prob.size and np.array_equal(value.ravel(), prob.ravel()):
+            return small_prob.reshape(value.shape)
+        return value.astype(np.float16)
+    return value
 
-    state: Dict[str, Any]
-    prob: np.ndarray
+
+def _expand(value: Any, dtype: Any) -> Any:
+    if isinstance(value, np.ndarray) and value.dtype == np.float16:
+        return value.astype(dtype)
+    if isinstance(value, torch.Tensor) and value.dtype == torch.float16:
+        return value.to(dtype)
+    return value
+
+
+class Step:
+    """The result of one click, kept compactly: the probability map (working size) in float16,
+    and the predictor's state after it with the floating maps it holds directly in float16 too
+    (shared with the probability map when equal). ``state()`` gives the state back at its
+    original precision. The model always continues from that restored state, also right after
+    the click, so undoing to a step and clicking again gives exactly the result clicking gave
+    before."""
+
+    def __init__(self, state: Dict[str, Any], prob: np.ndarray, seq: int = 0) -> None:
+        self.prob = np.ascontiguousarray(prob, dtype=np.float16)
+        self.seq = seq   # the image's click counter: the oldest steps are folded first
+        self._dtypes = {k: v.dtype for k, v in state.items() if isinstance(v, (np.ndarray, torch.Tensor))}
+        self._state = {k: _compact(v, prob, self.prob) for k, v in state.items()}
+
+    def state(self) -> Dict[str, Any]:
+        return {k: _expand(v, self._dtypes.get(k)) for k, v in self._state.items()}
 
 
 @dataclass
@@ -50,6 +93,7 @@ class AnnotatedObject:
     A loaded object starts from its saved mask (``loaded_mask``, full size) and saved clicks;
     undo goes back to that start, not beyond. ``start_state`` is the predictor state before the
     first new click (with the saved mask as the previous mask where the predictor takes one).
+    ``floor`` is the result of the clicks that can no longer be undone (folded ``steps``).
     ``mask`` is the current bool mask at the working size (``refresh`` keeps it in step).
     """
 
@@ -60,15 +104,26 @@ class AnnotatedObject:
     clicks: List[Click] = field(default_factory=list)
     steps: List[Step] = field(default_factory=list)
     loaded_mask: Optional[np.ndarray] = None
+    floor: Optional[Step] = None
     mask: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         self.refresh()
 
+    def last(self) -> Optional[Step]:
+        """The step the object shows: its last click's, else the folded one's."""
+        return self.steps[-1] if self.steps else self.floor
+
+    def state(self) -> Dict[str, Any]:
+        """The predictor state the next click starts from."""
+        last = self.last()
+        return last.state() if last is not None else self.start_state
+
     def refresh(self) -> None:
-        """Recompute ``mask`` after a change of ``steps`` or ``loaded_mask``."""
-        if self.steps:
-            self.mask = self.steps[-1].prob > PRED_THRESHOLD
+        """Recompute ``mask`` after a change of ``steps``, ``floor`` or ``loaded_mask``."""
+        last = self.last()
+        if last is not None:
+            self.mask = last.prob > PRED_THRESHOLD
         elif self.loaded_mask is not None:
             resized = cv2.resize(self.loaded_mask.astype(np.uint8), self.work_size[::-1], interpolation=cv2.INTER_AREA)
             self.mask = resized > 0
@@ -78,8 +133,9 @@ class AnnotatedObject:
     def full_mask(self, full_size: Tuple[int, int]) -> Optional[np.ndarray]:
         """bool mask at the image's full size (the probabilities upsampled, then thresholded), or
         None when the object has no mask."""
-        if self.steps:
-            prob = self.steps[-1].prob.astype(np.float32)
+        last = self.last()
+        if last is not None:
+            prob = last.prob.astype(np.float32)
             if prob.shape != full_size:
                 prob = cv2.resize(prob, full_size[::-1], interpolation=cv2.INTER_LINEAR)
             return prob > PRED_THRESHOLD
@@ -87,10 +143,18 @@ class AnnotatedObject:
 
 
 class ImageWork:
-    """One session's annotation of one image."""
+    """One session's annotation of one image. ``version``: the stored annotation's version it
+    started from (``AnnotationStore.version``), which saving checks; ``undo_steps``: how many of
+    the image's last clicks (over all its objects) can be undone."""
 
-    def __init__(self, entry: PreparedImage, saved: Sequence[SavedObject], default_category: str) -> None:
+    def __init__(self, entry: PreparedImage, saved: Sequence[SavedObject], default_category: str,
+                 version: str = "", undo_steps: int = DEFAULT_UNDO_STEPS) -> None:
+        if undo_steps < 0:
+            raise ValueError(f"undo_steps must be 0 or more, got {undo_steps}")
         self.name = entry.name
+        self.version = version
+        self.undo_steps = undo_steps
+        self._clicks_made = 0
         self.full_size = entry.full_size
         self.work_size = entry.work_size
         self._initial_state = entry.initial_state
@@ -124,15 +188,22 @@ class ImageWork:
         """Add a click (full-image pixels) to the current object; returns the model's milliseconds."""
         obj = self.object()
         clicks = obj.clicks + [Click(positive, (y, x), len(obj.clicks))]
-        state = obj.steps[-1].state if obj.steps else obj.start_state
         start = time.perf_counter()
-        prob, state = backend.predict(entry, clicks, state)
+        prob, state = backend.predict(entry, clicks, obj.state())
         model_ms = (time.perf_counter() - start) * 1000
         obj.clicks = clicks
-        obj.steps.append(Step(state, prob.astype(np.float16)))
+        self._clicks_made += 1
+        obj.steps.append(Step(state, prob, self._clicks_made))
+        self._fold()
         obj.refresh()
         self.dirty = True
         return model_ms
+
+    def _fold(self) -> None:
+        """Keep at most ``undo_steps`` undoable clicks: the oldest become their object's floor."""
+        while sum(len(o.steps) for o in self.objects) > self.undo_steps:
+            oldest = min((o for o in self.objects if o.steps), key=lambda o: o.steps[0].seq)
+            oldest.floor = oldest.steps.pop(0)
 
     def undo(self) -> bool:
         """Remove the current object's last click made since the image was opened; False if there is none."""
@@ -150,7 +221,7 @@ class ImageWork:
         obj = self.object()
         if obj.clicks or obj.loaded_mask is not None:
             self.dirty = True
-        obj.clicks, obj.steps, obj.loaded_mask = [], [], None
+        obj.clicks, obj.steps, obj.loaded_mask, obj.floor = [], [], None, None
         obj.start_state = self._initial_state
         obj.refresh()
 
@@ -193,7 +264,7 @@ class ImageWork:
             if masks is None or obj.id in masks:
                 item["mask"] = encode_rle(obj.mask)
             objects.append(item)
-        return {"objects": objects, "current": self.current, "dirty": self.dirty}
+        return {"objects": objects, "current": self.current, "dirty": self.dirty, "version": self.version}
 
 
 class Session:
@@ -211,10 +282,13 @@ class Session:
 
 
 class Sessions:
-    """The live sessions, at most ``capacity``; beyond it the least recently used one is dropped
-    (with its unsaved changes: size it above the number of annotators)."""
+    """The live sessions, at most ``capacity``. A new session beyond it replaces the least
+    recently used one that is idle (no request running) and has no unsaved work; when every
+    session has unsaved work, ``create`` raises ``SessionLimit`` and none is lost."""
 
     def __init__(self, capacity: int = 64) -> None:
+        if capacity < 1:
+            raise ValueError(f"the session limit must be at least 1, got {capacity}")
         self.capacity = capacity
         self._sessions: "OrderedDict[str, Session]" = OrderedDict()
         self._lock = threading.Lock()
@@ -222,10 +296,24 @@ class Sessions:
     def create(self) -> Session:
         session = Session(secrets.token_urlsafe(16))
         with self._lock:
+            if len(self._sessions) >= self.capacity:
+                del self._sessions[self._evictable()]
             self._sessions[session.id] = session
-            while len(self._sessions) > self.capacity:
-                self._sessions.popitem(last=False)
         return session
+
+    def _evictable(self) -> str:
+        """The least recently used session that is idle and has nothing unsaved (lock held)."""
+        for session_id, session in self._sessions.items():
+            if not session.lock.acquire(blocking=False):
+                continue   # a request of it is running
+            try:
+                if not session.unsaved():
+                    return session_id
+            finally:
+                session.lock.release()
+        raise SessionLimit(f"all {self.capacity} sessions have unsaved work or are busy, and the app never drops "
+                           "unsaved work: save in an open page (or close a page after saving), or restart the app "
+                           "with a larger --max-sessions")
 
     def get(self, session_id: Any) -> Session:
         with self._lock:

@@ -12,15 +12,21 @@ a half-written file. Every path is resolved and must lie under ``--out``. An exi
 ``annotations.json`` is read at start and saving one image keeps every other image's entries
 (and any other top-level keys) as they are; a file that cannot be read stops the app rather
 than being overwritten. Without a JSON entry, an image's existing mask PNGs are loaded.
+
+Each image's stored annotation has a ``version`` (a digest of its JSON entry, "" before its
+first save). An editor loads it with the annotation and saves with it: a save whose version is
+no longer the stored one (someone else saved the image in between) is refused
+(``StaleAnnotation``) instead of overwriting their work.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -37,6 +43,10 @@ _MASK_FILE = re.compile(r"object_(\d{3,})\.png")
 
 class StoreError(RuntimeError):
     """Output that cannot be read, written, or would leave ``--out``."""
+
+
+class StaleAnnotation(StoreError):
+    """A save based on a version of an image's annotation that is no longer the stored one."""
 
 
 @dataclass
@@ -93,14 +103,21 @@ class AnnotationStore:
         with self._lock:
             return name in self._images
 
-    def load(self, name: str, height: int, width: int) -> List[SavedObject]:
-        """The stored objects of image ``name`` (H x W), from the JSON or else from its mask PNGs."""
+    def version(self, name: str) -> str:
+        """The version of image ``name``'s stored annotation: "" before its first save."""
+        with self._lock:
+            return self._version(name)
+
+    def load(self, name: str, height: int, width: int) -> Tuple[List[SavedObject], str]:
+        """The stored objects of image ``name`` (H x W), from the JSON or else from its mask PNGs,
+        and the version they have."""
         with self._lock:
             record = self._images.get(name)
             annotations = list(self._annotations.get(name, ()))
             names = {cid: cname for cname, cid in self._categories.items()}
+            version = self._version(name)
         if record is None:
-            return self._load_pngs(name, height, width)
+            return self._load_pngs(name, height, width), version
         if (record.get("height"), record.get("width")) != (height, width):
             raise StoreError(f"{str(self.json_path)!r} records {name!r} as {record.get('height')}x{record.get('width')} "
                              f"(HxW) but the image is {height}x{width}: it changed since it was annotated; fix the entry "
@@ -114,7 +131,7 @@ class AnnotationStore:
                                  f"segmentation ({err}); fix or remove it") from None
             clicks = self._clicks(annotation, name, height, width)
             objects.append(SavedObject(mask, names.get(annotation.get("category_id"), DEFAULT_CATEGORY), clicks))
-        return objects
+        return objects, version
 
     def _clicks(self, annotation: Dict[str, Any], name: str, height: int, width: int) -> List[Dict[str, Any]]:
         """The ``clicks`` of a stored annotation (none when absent: a file of another tool)."""
@@ -134,14 +151,20 @@ class AnnotationStore:
         with self._lock:
             return sorted(self._categories, key=self._categories.get)
 
-    def save(self, name: str, height: int, width: int, objects: Sequence[SavedObject]) -> List[Path]:
+    def save(self, name: str, height: int, width: int, objects: Sequence[SavedObject],
+             version: Optional[str] = None) -> Tuple[List[Path], str]:
         """Write image ``name``'s objects (replacing its earlier ones): the PNGs, then the JSON.
-        Returns the written files."""
+        ``version``: the stored version the objects were edited from (None: overwrite whatever
+        is stored); ``StaleAnnotation`` when the image was saved since. Returns the written files
+        and the new version."""
         folder = self.image_folder(name)
         for obj in objects:
             if obj.mask.shape != (height, width):
                 raise StoreError(f"a mask of {name!r} is {obj.mask.shape} but the image is {(height, width)}")
         with self._lock:
+            if version is not None and version != self._version(name):
+                raise StaleAnnotation(f"image {name!r} was saved again after version {version or 'none'} was loaded "
+                                      f"(stored version: {self._version(name) or 'none'}); nothing was written")
             written = []
             for index, obj in enumerate(objects, 1):
                 path = self.safe_path(folder, f"object_{index:03d}.png")
@@ -158,9 +181,16 @@ class AnnotationStore:
             self._set_image(name, height, width, objects, written)
             atomic_write(self.json_path, json.dumps(self._coco(), separators=(",", ":")).encode("utf-8"))
             written.append(self.json_path)
-        return written
+            return written, self._version(name)
 
     # --- internals (called with the lock held, or from __init__) ---
+
+    def _version(self, name: str) -> str:
+        record = self._images.get(name)
+        if record is None:
+            return ""
+        entry = json.dumps([record, self._annotations.get(name, [])], sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(entry.encode("utf-8")).hexdigest()[:16]
 
     def _read(self) -> None:
         fix = "fix it, or move it away to start afresh (the app never overwrites a file it cannot read)"

@@ -6,10 +6,12 @@ const PALETTE = ["#00e5ff", "#ffd23f", "#7bd88f", "#ff4f81", "#c77dff", "#ff8c42
 const POSITIVE = "#2ecc40";
 const NEGATIVE = "#ff4136";
 const LATENCY_WINDOW = 20;   // clicks the median latency is taken over
+const TOKEN_HEADER = "X-SkipClick-Token";
+const TOKEN_KEY = "skipclick-token";
 
 const $ = (id) => document.getElementById(id);
 const state = {
-  session: null, config: null, image: null, objects: [], current: null, unsaved: [],
+  session: null, token: null, config: null, image: null, objects: [], current: null, unsaved: [],
   masks: new Map(),          // object id -> {fill, edge} canvases of its coloured mask
   opacity: 0.55, latencies: [],
 };
@@ -35,14 +37,49 @@ function enqueue(fn) {
   return queue;
 }
 
-async function request(path, body) {
-  const init = body === undefined ? {} : {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+// Every request carries the app's token (the server refuses requests without it: no other site's
+// page or form can act for the user).
+async function fetchApi(path, body) {
+  const headers = state.token ? { [TOKEN_HEADER]: state.token } : {};
+  const init = body === undefined ? { headers } : {
+    method: "POST", headers: { ...headers, "Content-Type": "application/json" }, body: JSON.stringify(body),
   };
   const response = await fetch(path, init);
-  const data = await response.json().catch(() => ({ error: `HTTP ${response.status} from ${path}` }));
-  if (!response.ok) throw new ApiError(data.error || `HTTP ${response.status}`, response.status);
-  return data;
+  if (!response.ok) {
+    const data = await response.json().catch(() => ({ error: `HTTP ${response.status} from ${path}` }));
+    throw new ApiError(data.error || `HTTP ${response.status}`, response.status);
+  }
+  return response;
+}
+
+async function request(path, body) {
+  return (await fetchApi(path, body)).json();
+}
+
+// The configuration and the token. On this machine the server hands its page a token; a server
+// started with --token needs it from the address printed at start (?token=, then kept for the
+// tab) or asks for it.
+async function loadConfig() {
+  const url = new URL(window.location.href);
+  if (url.searchParams.has("token")) {
+    sessionStorage.setItem(TOKEN_KEY, url.searchParams.get("token"));
+    url.searchParams.delete("token");
+    history.replaceState(null, "", url);   // keep the token out of the address bar and history
+  }
+  state.token = sessionStorage.getItem(TOKEN_KEY);
+  for (;;) {
+    try {
+      const response = await fetchApi("/api/config");
+      if (response.headers.get(TOKEN_HEADER)) state.token = response.headers.get(TOKEN_HEADER);
+      return response.json();
+    } catch (err) {
+      if (!(err instanceof ApiError) || err.status !== 403 || !/token/i.test(err.message)) throw err;
+      const token = window.prompt("This annotation server needs its token (the address printed when it started carries it):");
+      if (!token) throw err;
+      state.token = token.trim();
+      sessionStorage.setItem(TOKEN_KEY, state.token);
+    }
+  }
 }
 
 async function newSession() {
@@ -50,17 +87,26 @@ async function newSession() {
   sessionStorage.setItem("skipclick-session", state.session);
 }
 
-// A POST in this session on the open image; a forgotten session (server restart) is renewed once
-// and the image reopened.
+// A POST in this session on the open image. After a server restart the token (drawn anew) is
+// fetched again and the forgotten session renewed, once each, and the image reopened.
 async function act(action, fields = {}) {
   const body = () => ({ session: state.session, image: state.image && state.image.name, ...fields });
-  try {
-    return await request(`/api/${action}`, body());
-  } catch (err) {
-    if (!(err instanceof ApiError) || err.status !== 404 || !/unknown session/.test(err.message)) throw err;
-    await newSession();
-    if (action !== "open" && state.image) await request("/api/open", body());
-    return request(`/api/${action}`, body());
+  const failed = (err, status, pattern) => err instanceof ApiError && err.status === status && pattern.test(err.message);
+  let tokenRenewed = false;
+  for (;;) {
+    try {
+      return await request(`/api/${action}`, body());
+    } catch (err) {
+      if (!tokenRenewed && failed(err, 403, /X-SkipClick-Token/)) {
+        tokenRenewed = true;
+        await loadConfig();
+        continue;
+      }
+      if (!failed(err, 404, /unknown session/)) throw err;
+      await newSession();
+      if (action !== "open" && state.image) await request("/api/open", body());
+      return request(`/api/${action}`, body());
+    }
   }
 }
 
@@ -228,22 +274,20 @@ function fit() {
   }
 }
 
-function loadImage(name) {
-  return new Promise((resolve, reject) => {
-    const img = new Image();
-    img.onload = () => resolve(img);
-    img.onerror = () => reject(new Error(`cannot load image ${name}`));
-    img.src = `/api/image?name=${encodeURIComponent(name)}`;
-  });
+// The working image, fetched with the token (an <img src> could not send it).
+async function loadImage(name) {
+  const blob = await (await fetchApi(`/api/image?name=${encodeURIComponent(name)}`)).blob();
+  return createImageBitmap(blob).catch(() => { throw new Error(`cannot load image ${name}`); });
 }
 
-function openImage(index) {
+// discard: drop this tab's unsaved changes of the image and load the stored annotation.
+function openImage(index, discard = false) {
   const images = state.config.images;
   if (index < 0 || index >= images.length) return;
   const name = images[index].name;
   enqueue(async () => {
     setStatus(`opening ${name}: computing image features…`, "busy");
-    const data = await act("open", { image: name });
+    const data = await act("open", { image: name, discard });
     const img = await loadImage(name);
     state.masks.clear();
     for (const canvas of [$("image-canvas"), $("overlay")]) {
@@ -306,10 +350,26 @@ function deleteObject(id) {
   enqueue(async () => apply(await act("delete", { object: id })));
 }
 
+// Saving sends the version of the annotation the page was given: when someone else saved the
+// image since, the server refuses (409) and the page says so; the user may overwrite theirs.
 function save() {
   enqueue(async () => {
     setStatus("saving…", "busy");
-    const data = await act("save");
+    let data;
+    try {
+      data = await act("save", { version: state.image.version });
+    } catch (err) {
+      if (!(err instanceof ApiError) || err.status !== 409) throw err;
+      setStatus(err.message, "error");
+      if (window.confirm(`${err.message}\n\nOverwrite their annotation of this image with yours?`)) {
+        data = await act("save", { force: true });
+      } else {
+        if (window.confirm("Load their annotation instead? Your changes to this image are discarded.")) {
+          openImage(state.image.index, true);
+        }
+        return;
+      }
+    }
     apply(data);
     const objects = data.written.length - 1;
     setStatus(`saved ${objects} object${objects === 1 ? "" : "s"} to ${state.config.out}`);
@@ -343,7 +403,7 @@ function onKey(event) {
 }
 
 async function start() {
-  state.config = await request("/api/config");
+  state.config = await loadConfig();
   $("backend").textContent = state.config.backend;
   if (state.config.notice) {
     $("notice").textContent = state.config.notice;
