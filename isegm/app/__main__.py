@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from ..cli.common import HelpFormatter, exit_error
+from ..cli.common import HelpFormatter, add_debug_argument, exit_error, main_entry
 from ..inference.baselines import BASELINES
 from ..utils.device import add_device_arguments, select_device
 from .backend import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, load_backend
@@ -67,6 +67,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--verbose", action="store_true", help="log every request")
     add_device_arguments(p)
+    add_debug_argument(p)
     return p.parse_args(argv)
 
 
@@ -126,4 +127,4 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main_entry(main)
