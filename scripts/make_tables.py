@@ -5,7 +5,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the clone's package, installed or not
 
-from isegm.cli.console import tables  # noqa: E402
+from isegm.cli.common import main_entry  # noqa: E402
+from isegm.cli.tables import main  # noqa: E402  (importable: main(argv) returns the exit status)
 
 if __name__ == "__main__":
-    tables()
+    main_entry(main)

@@ -332,5 +332,5 @@ def test_script_flags():
 def test_make_tables_rclicks_rejects_plain_results(tmp_path, capsys):
     plain = tmp_path / "results.json"
     plain.write_text(json.dumps({"model": "m", "datasets": {"GrabCut": {"n_instances": 3, "noc": {}, "over_max": {}}}}))
-    assert make_tables.main([str(plain), "--rclicks"]) == 1
+    assert make_tables.main([str(plain), "--rclicks"]) == 2
     assert "not an rclicks_*.json" in capsys.readouterr().err
