@@ -64,7 +64,7 @@ def _where_to_get() -> str:
     """Where checkpoints come from, for the errors of a missing or unusable file."""
     kinds = " or ".join(f"{'an' if f.label[0] in 'AEIOU' else 'a'} {f.label} checkpoint ({f.weights})"
                         for f in all_families() if f.weights)
-    return f"point --checkpoint (or config.yml) to {kinds}; nothing is downloaded at run time"
+    return f"use {kinds}; nothing is downloaded at run time"
 
 
 def check_file(path: PathLike) -> None:
