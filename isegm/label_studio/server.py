@@ -11,6 +11,10 @@ library's ``ThreadingHTTPServer``.
   whole tasks, which clicks need) ``{"results": []}``;
 * ``POST /webhook``: accepted and ignored (no training here); ``GET /versions``.
 
+With basic auth (``auth``: what Label Studio's model connection sends), every request, the
+health check included, must carry the credentials: 401 with ``WWW-Authenticate`` otherwise,
+its body unread. Without it the server listens only on a loopback address.
+
 Errors answer ``{"error": message}``: 400 for a malformed request or context, 422 for an image
 that cannot be fetched or read, 500 for a fault of ours; the server keeps running.
 """
@@ -20,13 +24,14 @@ import contextlib
 import json
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, Iterator, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 from urllib.parse import urlsplit
 
 import numpy as np
 
+from .auth import CHALLENGE, BasicAuth, check_exposure
 from .images import ImageFetchError, ImageSource
 from .protocol import ProtocolError, brush_result, brush_targets, check_label, read_keypoints, task_image_url, tasks_of
 from .segmenter import Segmenter
@@ -41,6 +46,7 @@ MAX_BODY = 64 << 20
 class Answer:
     status: int
     payload: Any
+    headers: Dict[str, str] = field(default_factory=dict)
 
 
 class LabelStudioBackend:
@@ -142,7 +148,15 @@ class _Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = -1
-        if not 0 <= length <= MAX_BODY:
+        auth = self.server.auth
+        if auth is not None and not auth.admits(self.headers.get("Authorization")):
+            self.close_connection = True   # the body is not read, so the connection cannot be reused
+            logger.warning("refused %s %s from %s: %s basic auth credentials", method, urlsplit(self.path).path,
+                           self.client_address[0], "wrong" if self.headers.get("Authorization") else "no")
+            answer = Answer(401, {"error": "this backend needs basic auth: give its user and password in Label "
+                                           "Studio's Connect Model form (authentication method: Basic "
+                                           "Authentication)"}, {"WWW-Authenticate": CHALLENGE})
+        elif not 0 <= length <= MAX_BODY:
             self.close_connection = True   # the body is not read, so the connection cannot be reused
             answer = Answer(413 if length > MAX_BODY else 400,
                             {"error": f"Content-Length {self.headers.get('Content-Length')!r}: expected 0 to "
@@ -154,6 +168,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(answer.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in answer.headers.items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
@@ -162,12 +178,16 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class BackendServer(ThreadingHTTPServer):
-    """``ThreadingHTTPServer`` serving a ``LabelStudioBackend``."""
+    """``ThreadingHTTPServer`` serving a ``LabelStudioBackend``, to requests carrying ``auth``
+    when given; without it ``host`` must be a loopback address (else ``ValueError``)."""
 
     daemon_threads = True
 
-    def __init__(self, backend: LabelStudioBackend, host: str = "127.0.0.1", port: int = 9090) -> None:
+    def __init__(self, backend: LabelStudioBackend, host: str = "127.0.0.1", port: int = 9090,
+                 auth: Optional[BasicAuth] = None) -> None:
+        check_exposure(host, auth)
         self.backend = backend
+        self.auth = auth
         super().__init__((host, port), _Handler)
 
     @property
@@ -177,9 +197,10 @@ class BackendServer(ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def serve_in_thread(backend: LabelStudioBackend, host: str = "127.0.0.1", port: int = 0) -> Iterator[BackendServer]:
+def serve_in_thread(backend: LabelStudioBackend, host: str = "127.0.0.1", port: int = 0,
+                    auth: Optional[BasicAuth] = None) -> Iterator[BackendServer]:
     """``backend`` served from a background thread (tests, benchmarks); port 0 takes a free one."""
-    server = BackendServer(backend, host, port)
+    server = BackendServer(backend, host, port, auth)
     thread = threading.Thread(target=server.serve_forever, name="skipclick-label-studio", daemon=True)
     thread.start()
     try:
