@@ -346,6 +346,28 @@ def test_basic_auth(scene) -> None:
         BackendServer(backend, "0.0.0.0", 0)
 
 
+def test_web_pages_and_other_hosts_are_refused(scene) -> None:
+    """Only Label Studio's server calls the backend: a request with an ``Origin`` (a web page's) is
+    refused, and on loopback one with another ``Host`` (a DNS-rebinding page's); nothing runs."""
+    image, folder = scene
+    backend = LabelStudioBackend(load_segmenter(None), ImageSource())
+    with file_server(folder) as images, serve_in_thread(backend) as server:
+        port = server.server_address[1]
+        body = predict_request(f"{images}/scene.png", [keypoint(60, 40, image.shape[:2])])
+        cases = [
+            (call(server.url + "/predict", body, headers={"Origin": "http://evil.example"}), "web pages"),
+            (call(server.url + "/predict", body, headers={"Origin": f"http://localhost:{port}"}), "web pages"),
+            (call(server.url + "/predict", body, headers={"Host": f"evil.example:{port}"}), "is not this backend"),
+            (call(server.url + "/health", headers={"Host": f"localhost:{port + 1}"}), "is not this backend"),
+        ]
+        for (status, _, answer), message in cases:
+            assert status == 403 and message in answer["error"], (status, answer)
+        assert backend.segmenter.encodings == 0
+        for host in (f"127.0.0.1:{port}", f"LOCALHOST:{port}"):
+            status, _, answer = call(server.url + "/predict", body, headers={"Host": host})
+            assert status == 200 and answer["results"], (host, answer)
+
+
 def test_basic_auth_settings() -> None:
     assert basic_auth_from(None, {}) is None and basic_auth_from(None, {"BASIC_AUTH_USER": ""}) is None
     assert basic_auth_from("u:p:q-long-pass", {"BASIC_AUTH_USER": "x"}) == BasicAuth("u", "p:q-long-pass")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import secrets
 from typing import Mapping, Optional, Tuple
 
-from ..utils.access import MIN_SECRET_LENGTH, is_loopback, same_secret
+from ..utils.access import MIN_SECRET_LENGTH, is_loopback, loopback_hosts, same_secret
 
 TOKEN_HEADER = "X-SkipClick-Token"
 TOKEN_ENV = "SKIPCLICK_APP_TOKEN"
@@ -49,11 +49,8 @@ class Guard:
                              f"set {TOKEN_ENV} (annotators open the address printed at start, which carries it)")
         self.given = token is not None
         self.token = check_token(token) if token is not None else secrets.token_urlsafe(32)
-        # the names a browser on this machine uses for a loopback server (on port 80 without the
-        # port); any name on a network
-        names = ("127.0.0.1", "localhost", "[::1]")
-        self.hosts: Optional[Tuple[str, ...]] = (
-            tuple(f"{n}:{port}" for n in names) + (names if port == 80 else ()) if self.loopback else None)
+        # any name on a network
+        self.hosts: Optional[Tuple[str, ...]] = loopback_hosts(port) if self.loopback else None
 
     def check(self, method: str, path: str, headers: Mapping[str, str]) -> None:
         """Raise ``AccessDenied`` unless this request may be served."""

@@ -11,9 +11,13 @@ library's ``ThreadingHTTPServer``.
   whole tasks, which clicks need) ``{"results": []}``;
 * ``POST /webhook``: accepted and ignored (no training here); ``GET /versions``.
 
-With basic auth (``auth``: what Label Studio's model connection sends), every request, the
-health check included, must carry the credentials: 401 with ``WWW-Authenticate`` otherwise,
-its body unread. Without it the server listens only on a loopback address.
+Only Label Studio's server calls the backend, never a web page: a request with an ``Origin``
+header (which browsers send with every cross-site or POST request) is refused with 403, and so,
+on a loopback address, is one whose ``Host`` does not name it (a page of another site that
+rebinds its DNS name to 127.0.0.1 sends its own). With basic auth (``auth``: what Label Studio's
+model connection sends), every request, the health check included, must carry the credentials:
+401 with ``WWW-Authenticate`` otherwise. Without it the server listens only on a loopback
+address. A refused request's body is not read.
 
 Errors answer ``{"error": message}``: 400 for a malformed request or context, 422 for an image
 that cannot be fetched or read, 500 for a fault of ours; the server keeps running.
@@ -31,6 +35,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from ..utils.access import is_loopback, loopback_hosts
 from .auth import CHALLENGE, BasicAuth, check_exposure
 from .images import ImageFetchError, ImageSource
 from .protocol import ProtocolError, brush_result, brush_targets, check_label, read_keypoints, task_image_url, tasks_of
@@ -148,14 +153,12 @@ class _Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = -1
-        auth = self.server.auth
-        if auth is not None and not auth.admits(self.headers.get("Authorization")):
+        refusal = self._refusal()
+        if refusal is not None:
             self.close_connection = True   # the body is not read, so the connection cannot be reused
-            logger.warning("refused %s %s from %s: %s basic auth credentials", method, urlsplit(self.path).path,
-                           self.client_address[0], "wrong" if self.headers.get("Authorization") else "no")
-            answer = Answer(401, {"error": "this backend needs basic auth: give its user and password in Label "
-                                           "Studio's Connect Model form (authentication method: Basic "
-                                           "Authentication)"}, {"WWW-Authenticate": CHALLENGE})
+            logger.warning("refused %s %s from %s: %s", method, urlsplit(self.path).path, self.client_address[0],
+                           refusal.payload["error"])
+            answer = refusal
         elif not 0 <= length <= MAX_BODY:
             self.close_connection = True   # the body is not read, so the connection cannot be reused
             answer = Answer(413 if length > MAX_BODY else 400,
@@ -173,6 +176,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _refusal(self) -> Optional[Answer]:
+        """The answer to a request the server refuses (module docstring), or None."""
+        if self.headers.get("Origin") is not None:
+            return Answer(403, {"error": f"requests from web pages (Origin {self.headers['Origin']!r}) are refused: "
+                                         "only Label Studio's server calls its ML backend"})
+        host, hosts = (self.headers.get("Host") or "").strip().lower(), self.server.hosts
+        if hosts is not None and host not in hosts:
+            return Answer(403, {"error": f"Host {host or '(none)'!r} is not this backend (it answers "
+                                         f"{', '.join(hosts)}): connect Label Studio to {self.server.url}"})
+        auth = self.server.auth
+        if auth is not None and not auth.admits(self.headers.get("Authorization")):
+            return Answer(401, {"error": f"{'wrong' if self.headers.get('Authorization') else 'no'} basic auth "
+                                         "credentials: give the backend's user and password in Label Studio's "
+                                         "Connect Model form (authentication method: Basic Authentication)"},
+                          {"WWW-Authenticate": CHALLENGE})
+        return None
+
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s %s", self.address_string(), format % args)
 
@@ -189,6 +209,8 @@ class BackendServer(ThreadingHTTPServer):
         self.backend = backend
         self.auth = auth
         super().__init__((host, port), _Handler)
+        # the Host names a loopback server answers; any name on a network
+        self.hosts = loopback_hosts(self.server_address[1]) if is_loopback(host) else None
 
     @property
     def url(self) -> str:
