@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import sys
 from collections import OrderedDict
 from typing import Any, Callable, ContextManager, Dict, Optional, Sequence, Tuple, Union
 
@@ -39,7 +40,9 @@ class Predictor:
 
     ``model``: a model (``torch.nn.Module`` of any family), a checkpoint file any family reads
     (``isegm.model.load_checkpoint``: ours, the authors' SkipClick and EMC-Click releases), or a
-    folder written by ``skipclick-export`` (run by onnxruntime; torch is not imported).
+    folder written by ``skipclick-export`` or its loaded ``isegm.onnx.engine.OnnxModel`` (run by
+    onnxruntime; torch is not imported). Predictors of several images share one model: pass the
+    same module, or the same ``OnnxModel`` (its sessions load once).
     ``device``: cpu, cuda, cuda:N or mps (default: the model's device, else cuda when available).
     ``dtype``: fp32 (default), bf16 or fp16. ``size``: the network input (SkipClick: side of the
     square, a multiple of the patch size, default 448; EMC-Click: short side, default 384).
@@ -56,9 +59,11 @@ class Predictor:
             raise ValueError(f"threshold {threshold} must lie in (0, 1)")
         self.threshold = threshold
         self._context: Callable[[], ContextManager] = contextlib.nullcontext
-        if isinstance(model, (str, os.PathLike)) and os.path.isdir(model):
+        onnx_model = _is_onnx_model(model)
+        if onnx_model or isinstance(model, (str, os.PathLike)) and os.path.isdir(model):
             if device not in (None, "cpu") or dtype not in (None, "fp32") or size is not None or flip or zoom_in:
-                raise ValueError(f"{os.fspath(model)!r} is an ONNX export: it runs in fp32 on the CPU at the size it "
+                folder = model.folder if onnx_model else model
+                raise ValueError(f"{os.fspath(folder)!r} is an ONNX export: it runs in fp32 on the CPU at the size it "
                                  "was exported with, without flip or zoom-in; drop device, dtype, size, flip, zoom_in "
                                  "(or pass the checkpoint instead)")
             from .onnx.engine import OnnxClickPredictor
@@ -172,6 +177,13 @@ class Predictor:
         self._remembered.move_to_end(key)
         while len(self._remembered) > REMEMBERED_OUTPUTS:
             self._remembered.popitem(last=False)
+
+
+def _is_onnx_model(model: Any) -> bool:
+    """Whether ``model`` is a loaded ONNX export (without importing onnxruntime: an ``OnnxModel``
+    exists only once its module is imported)."""
+    engine = sys.modules.get(f"{__package__}.onnx.engine")
+    return engine is not None and isinstance(model, engine.OnnxModel)
 
 
 def _fingerprint(logits: np.ndarray) -> bytes:

@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 ENV = "SKIPCLICK_LABEL_STUDIO"
 EMAIL = "annotator@example.com"
@@ -86,11 +86,16 @@ class LabelStudio:
                      content_type=f"multipart/form-data; boundary={boundary}")
         return [task["id"] for task in self.request("GET", f"/api/tasks?project={project}")["tasks"]]
 
-    def connect_backend(self, project: int, url: str, title: str = "skipclick") -> int:
-        """Connect an ML backend with interactive pre-annotations; its id (Label Studio calls
+    def connect_backend(self, project: int, url: str, title: str = "skipclick",
+                        basic_auth: Optional[Tuple[str, str]] = None) -> int:
+        """Connect an ML backend with interactive pre-annotations, with ``basic_auth`` (user,
+        password) when given, as the Connect Model form does; its id (Label Studio calls
         ``/health`` and ``/setup`` now)."""
+        auth: Dict[str, Any] = {"auth_method": "NONE"}
+        if basic_auth is not None:
+            auth = {"auth_method": "BASIC_AUTH", "basic_auth_user": basic_auth[0], "basic_auth_pass": basic_auth[1]}
         return self.request("POST", "/api/ml", {"project": project, "url": url, "title": title,
-                                                "is_interactive": True, "auth_method": "NONE"})["id"]
+                                                "is_interactive": True, **auth})["id"]
 
     def interactive(self, backend: int, task: int, regions: List[Dict[str, Any]]) -> Dict[str, Any]:
         """What the labeling page gets for smart keypoints ``regions``: ``{"data": prediction}``

@@ -1,8 +1,9 @@
 """The Label Studio ML backend without Label Studio: brush RLE, the ``/predict`` protocol with a
-context as Label Studio sends it (masks equal to ``Predictor``'s, the feature cache), image
-sources and every bad input. ``test_label_studio_server.py`` runs it against a real server."""
+context as Label Studio sends it (masks equal to ``Predictor``'s, the feature cache), basic auth,
+image sources and every bad input. ``test_label_studio_server.py`` runs it against a real server."""
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import http.server
@@ -24,11 +25,12 @@ import torch
 from conftest import REPO
 from isegm import Predictor
 from isegm.data.scenes import render_scene
+from isegm.label_studio.auth import BasicAuth, basic_auth_from
 from isegm.label_studio.images import ImageFetchError, ImageSource, decode_image
 from isegm.label_studio.protocol import ProtocolError, brush_targets, read_keypoints
 from isegm.label_studio.rle import RleError, mask_to_rle, rle_to_mask, rle_to_rgba
 from isegm.label_studio.segmenter import BaselinePredictor, Segmenter, load_segmenter
-from isegm.label_studio.server import LabelStudioBackend, serve_in_thread
+from isegm.label_studio.server import BackendServer, LabelStudioBackend, serve_in_thread
 from isegm.model import build_skipclick, save_checkpoint
 
 SIZE = 112   # the tiny model's input side (8 px patches): fast on a CPU
@@ -60,19 +62,32 @@ def predict_request(url: str, regions: Sequence[Dict[str, Any]], config: Optiona
             "params": {"login": None, "password": None, "context": {"result": list(regions)}}}
 
 
-def post(url: str, payload: Any, raw: Optional[bytes] = None) -> Tuple[int, Dict[str, Any]]:
-    data = raw if raw is not None else json.dumps(payload).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+def basic(user: str, password: str, encoding: str = "utf-8") -> Dict[str, str]:
+    """The ``Authorization`` header of basic auth, the credentials in ``encoding``."""
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode(encoding)).decode()}
+
+
+def call(url: str, payload: Any = None, raw: Optional[bytes] = None, headers: Optional[Dict[str, str]] = None
+         ) -> Tuple[int, Dict[str, Any], Any]:
+    """Status, headers and JSON answer of a GET (no ``payload`` nor ``raw``) or POST."""
+    data = raw if raw is not None else (json.dumps(payload).encode() if payload is not None else None)
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
-            return response.status, json.loads(response.read())
+            return response.status, dict(response.headers), json.loads(response.read())
     except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
+        return err.code, dict(err.headers), json.loads(err.read())
 
 
-def get(url: str) -> Dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=30) as response:
-        return json.loads(response.read())
+def post(url: str, payload: Any, raw: Optional[bytes] = None) -> Tuple[int, Dict[str, Any]]:
+    status, _, answer = call(url, payload, raw)
+    return status, answer
+
+
+def get(url: str, headers: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    status, _, answer = call(url, headers=headers)
+    assert status == 200, (status, answer)
+    return answer
 
 
 @contextlib.contextmanager
@@ -292,6 +307,82 @@ def test_bad_requests_answer_errors_and_the_server_keeps_running(scene, tmp_path
         assert status == 200 and answer["results"][0]["result"][0]["value"]["rle"]
 
 
+USER, PASSWORD = "annotator", "pässwort: long enough"
+
+
+def test_basic_auth(scene) -> None:
+    """With basic auth every request, the health check included, needs the credentials (in UTF-8,
+    or in Latin-1 as Label Studio's requests library sends them): 401 with a challenge otherwise,
+    and the server keeps serving."""
+    image, folder = scene
+    backend = LabelStudioBackend(load_segmenter(None), ImageSource())
+    right = basic(USER, PASSWORD)
+    with file_server(folder) as images, serve_in_thread(backend, auth=BasicAuth(USER, PASSWORD)) as server:
+        body = predict_request(f"{images}/scene.png", [keypoint(60, 40, image.shape[:2])])
+        refused = [
+            call(server.url + "/health"),
+            call(server.url + "/", headers=basic(USER, PASSWORD[:-1])),
+            call(server.url + "/health", headers=basic("someone", PASSWORD)),
+            call(server.url + "/health", headers=basic(USER, PASSWORD + "x")),
+            call(server.url + "/health", headers={"Authorization": "Basic !!not base64"}),
+            call(server.url + "/health", headers={"Authorization": f"Bearer {PASSWORD}"}),
+            call(server.url + "/setup", {"project": "1.1", "schema": docs_config()}),
+            call(server.url + "/predict", body, headers=basic(USER, "wrong password")),
+            call(server.url + "/nothing", {}),
+        ]
+        for status, headers, answer in refused:
+            assert status == 401 and headers["WWW-Authenticate"].startswith("Basic realm="), (status, headers)
+            assert "basic auth" in answer["error"] and "model" not in answer
+        assert backend.segmenter.encodings == 0
+        assert get(server.url + "/health", right)["status"] == "UP"
+        assert get(server.url + "/health", basic(USER, PASSWORD, "latin-1"))["status"] == "UP"
+        status, _, answer = call(server.url + "/setup", {"project": "1.1", "schema": docs_config()}, headers=right)
+        assert status == 200 and answer["model_version"] == backend.model_version
+        status, _, answer = call(server.url + "/predict", body, headers=right)
+        assert status == 200 and answer["results"][0]["result"][0]["type"] == "brushlabels"
+    # Off loopback the server needs credentials; it refuses before listening.
+    with pytest.raises(ValueError, match="--host 0.0.0.0 serves other machines.*--basic-auth USER:PASS.*"
+                                         "BASIC_AUTH_USER and BASIC_AUTH_PASS"):
+        BackendServer(backend, "0.0.0.0", 0)
+
+
+def test_web_pages_and_other_hosts_are_refused(scene) -> None:
+    """Only Label Studio's server calls the backend: a request with an ``Origin`` (a web page's) is
+    refused, and on loopback one with another ``Host`` (a DNS-rebinding page's); nothing runs."""
+    image, folder = scene
+    backend = LabelStudioBackend(load_segmenter(None), ImageSource())
+    with file_server(folder) as images, serve_in_thread(backend) as server:
+        port = server.server_address[1]
+        body = predict_request(f"{images}/scene.png", [keypoint(60, 40, image.shape[:2])])
+        cases = [
+            (call(server.url + "/predict", body, headers={"Origin": "http://evil.example"}), "web pages"),
+            (call(server.url + "/predict", body, headers={"Origin": f"http://localhost:{port}"}), "web pages"),
+            (call(server.url + "/predict", body, headers={"Host": f"evil.example:{port}"}), "is not this backend"),
+            (call(server.url + "/health", headers={"Host": f"localhost:{port + 1}"}), "is not this backend"),
+        ]
+        for (status, _, answer), message in cases:
+            assert status == 403 and message in answer["error"], (status, answer)
+        assert backend.segmenter.encodings == 0
+        for host in (f"127.0.0.1:{port}", f"LOCALHOST:{port}"):
+            status, _, answer = call(server.url + "/predict", body, headers={"Host": host})
+            assert status == 200 and answer["results"], (host, answer)
+
+
+def test_basic_auth_settings() -> None:
+    assert basic_auth_from(None, {}) is None and basic_auth_from(None, {"BASIC_AUTH_USER": ""}) is None
+    assert basic_auth_from("u:p:q-long-pass", {"BASIC_AUTH_USER": "x"}) == BasicAuth("u", "p:q-long-pass")
+    env = basic_auth_from(None, {"BASIC_AUTH_USER": USER, "BASIC_AUTH_PASS": PASSWORD})
+    assert env == BasicAuth(USER, PASSWORD) and PASSWORD not in repr(env)
+    with pytest.raises(ValueError, match="BASIC_AUTH_PASS is set but BASIC_AUTH_USER is not"):
+        basic_auth_from(None, {"BASIC_AUTH_PASS": PASSWORD})
+    with pytest.raises(ValueError, match="expects USER:PASS"):
+        basic_auth_from("annotator", {})
+    with pytest.raises(ValueError, match="non-empty name"):
+        basic_auth_from(f":{PASSWORD}", {})
+    with pytest.raises(ValueError, match="at least 8 printable characters"):
+        basic_auth_from("u:short", {})
+
+
 def test_image_sources(scene, tmp_path: Path) -> None:
     """Label Studio's own paths get the API key (never another host), local files are read
     under the document root only, the pixel bound holds before decoding."""
@@ -319,16 +410,27 @@ def test_image_sources(scene, tmp_path: Path) -> None:
 
 def test_command_line(tmp_path: Path) -> None:
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-m", "isegm.label_studio", "--checkpoint", str(tmp_path / "no.pth")],
-                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
-    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
-    assert "error: --checkpoint" in result.stderr and "does not exist" in result.stderr
-    process = subprocess.Popen([sys.executable, "-m", "isegm.label_studio", "--port", "0"], cwd=tmp_path, env=env,
+    refusals = [
+        (["--checkpoint", str(tmp_path / "no.pth")], {}, ["error: --checkpoint", "does not exist"]),
+        (["--host", "0.0.0.0", "--port", "0"], {},
+         ["error: --host 0.0.0.0 serves other machines", "--basic-auth USER:PASS", "BASIC_AUTH_USER and BASIC_AUTH_PASS"]),
+        (["--port", "0"], {"BASIC_AUTH_USER": USER}, ["error: BASIC_AUTH_USER is set but BASIC_AUTH_PASS is not"]),
+    ]
+    for argv, extra, messages in refusals:
+        result = subprocess.run([sys.executable, "-m", "isegm.label_studio", *argv], capture_output=True, text=True,
+                                cwd=tmp_path, env={**env, **extra}, timeout=120)
+        assert result.returncode == 2 and result.stderr.strip().count("\n") == 0, (argv, result.stderr)
+        assert all(message in result.stderr for message in messages), (argv, result.stderr)
+    # The credentials from the environment, as the label-studio-ml SDK reads them.
+    process = subprocess.Popen([sys.executable, "-m", "isegm.label_studio", "--port", "0"], cwd=tmp_path,
+                               env={**env, "BASIC_AUTH_USER": USER, "BASIC_AUTH_PASS": PASSWORD},
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()
+        assert f"basic auth as {USER!r}" in line and PASSWORD not in line
         url = re.search(r"at (http://\S+) ", line).group(1)
-        health = get(url + "/health")
+        assert call(url + "/health")[0] == 401
+        health = get(url + "/health", basic(USER, PASSWORD))
         assert health["status"] == "UP" and health["model_free"] and "grabcut" in health["model"]
     finally:
         process.terminate()
@@ -336,21 +438,41 @@ def test_command_line(tmp_path: Path) -> None:
     assert "model-free grabcut baseline" in process.stderr.read()
 
 
-def test_onnx_folder(scene, tiny, tmp_path: Path) -> None:
-    """An export folder serves through ``Predictor(folder)``, one per cached image."""
+def test_onnx_folder(scene, tiny, tmp_path: Path, monkeypatch) -> None:
+    """An export folder is loaded once (its onnxruntime sessions); the ``Predictor`` of each
+    cached image runs that ``OnnxModel``, with the masks of ``Predictor(folder)``."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
+    from isegm.onnx import engine
     from isegm.onnx.export import export_model
     image, _ = scene
-    export_model(tiny, tmp_path / "tiny", size=(SIZE, SIZE))
-    with pytest.raises(ValueError, match="ONNX export"):
-        load_segmenter(str(tmp_path / "tiny"), size=SIZE)
-    segmenter = load_segmenter(str(tmp_path / "tiny"))
+    images = {"first": image, "second": np.ascontiguousarray(image[::-1, ::-1])}
+    folder = str(tmp_path / "tiny")
+    export_model(tiny, folder, size=(SIZE, SIZE))
     coords, labels = np.array([[60.0, 40.0], [20.0, 15.0]]), np.array([1, 0])
-    expected, previous = None, None
-    predictor = Predictor(str(tmp_path / "tiny"))
-    predictor.set_image(image)
-    for n in (1, 2):
-        expected, previous = predictor.predict(coords[:n], labels[:n], mask_input=previous)
-    got = segmenter.segment("x", lambda: image, lambda h, w: (coords, labels))
-    assert got.clicks_run == 2 and np.array_equal(got.mask, expected)
+    expected = {}
+    for key, picture in images.items():
+        predictor, previous = Predictor(folder), None
+        predictor.set_image(picture)
+        for n in (1, 2):
+            expected[key], previous = predictor.predict(coords[:n], labels[:n], mask_input=previous)
+    assert not np.array_equal(expected["first"], expected["second"])
+
+    loads: List[str] = []
+    load = engine.OnnxModel.__init__
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> None:
+        loads.append(str(args[0] if args else kwargs["folder"]))
+        load(self, *args, **kwargs)
+
+    monkeypatch.setattr(engine.OnnxModel, "__init__", counted)
+    with pytest.raises(ValueError, match="ONNX export"):
+        load_segmenter(folder, size=SIZE)
+    loads.clear()
+    segmenter = load_segmenter(folder)
+    for key, picture in images.items():
+        got = segmenter.segment(key, lambda: picture, lambda h, w: (coords, labels))
+        assert got.encoded and got.clicks_run == 2 and np.array_equal(got.mask, expected[key]), key
+    assert loads == [folder] and segmenter.encodings == 2   # two images, one load of the sessions
+    with pytest.raises(ValueError, match=f"{re.escape(repr(folder))} is an ONNX export.*drop device"):
+        Predictor(engine.OnnxModel(folder), size=SIZE)

@@ -1,8 +1,9 @@
 """The backend against a real Label Studio (1.23): a user and token, a project with the docs'
-labeling config, a GrabCut image uploaded, the backend connected, interactive predictions for
-two positive and one negative keypoint requested through Label Studio's API; the brush masks
-equal ``Predictor``'s. Also a refused keypoint reaching the labeling page as Label Studio's
-error, and the labeling page's screenshot in headless Chromium.
+labeling config, a GrabCut image uploaded, the backend connected with basic auth, interactive
+predictions for two positive and one negative keypoint requested through Label Studio's API; the
+brush masks equal ``Predictor``'s. Also a connection without the right credentials refused by
+Label Studio, a refused keypoint reaching the labeling page as Label Studio's error, and the
+labeling page's screenshot in headless Chromium.
 
 Marked ``label_studio`` (deselected by ``make test``; ``make test-label-studio`` runs it) and
 skipped unless ``SKIPCLICK_LABEL_STUDIO`` names a ``label-studio`` command (its own virtual
@@ -19,6 +20,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import os
+import secrets
 import time
 from pathlib import Path
 from types import ModuleType
@@ -32,6 +34,7 @@ from PIL import Image
 import conftest
 from conftest import REPO
 from isegm import Predictor
+from isegm.label_studio.auth import BasicAuth
 from isegm.label_studio.images import ImageSource, decode_image
 from isegm.label_studio.rle import rle_to_mask
 from isegm.label_studio.segmenter import load_segmenter
@@ -75,7 +78,8 @@ def clicks_for(gt: np.ndarray) -> List[Tuple[int, int, bool]]:
 
 @pytest.fixture(scope="module")
 def labeling(tmp_path_factory) -> Iterator[Dict[str, Any]]:
-    """Label Studio with a project, the GrabCut task, and the backend (SkipClick) connected."""
+    """Label Studio with a project, the GrabCut task, and the backend (SkipClick) connected with
+    basic auth (so every request Label Studio makes carries it)."""
     image_path = conftest.shared_path("datasets", "GrabCut", "data_GT", IMAGE)
     gt_path = conftest.shared_path("datasets", "GrabCut", "boundary_GT", IMAGE.replace(".jpg", ".bmp"))
     gt = cv2.imread(str(gt_path), cv2.IMREAD_GRAYSCALE) == 255
@@ -86,12 +90,14 @@ def labeling(tmp_path_factory) -> Iterator[Dict[str, Any]]:
     with studio.label_studio(log=ARTIFACTS / "label_studio.log") as server:
         segmenter = load_segmenter(str(checkpoint), "cpu", size=SIZE)
         backend = LabelStudioBackend(segmenter, ImageSource(server.url, server.token))
-        with serve_in_thread(backend) as ml:
+        auth = BasicAuth("label-studio", secrets.token_urlsafe(16))
+        with serve_in_thread(backend, auth=auth) as ml:
             project = server.create_project("Winter sports", docs_config())
             (task,) = server.upload(project, image_path)
-            ml_id = server.connect_backend(project, ml.url)
+            ml_id = server.connect_backend(project, ml.url, basic_auth=(auth.user, auth.password))
             yield {"server": server, "backend": backend, "project": project, "task": task, "ml": ml_id,
-                   "image": decode_image(image_path.read_bytes(), IMAGE), "gt": gt, "model": model}
+                   "ml_url": ml.url, "auth": auth, "image": decode_image(image_path.read_bytes(), IMAGE), "gt": gt,
+                   "model": model}
 
 
 def test_interactive_masks_equal_the_predictor(labeling) -> None:
@@ -117,6 +123,16 @@ def test_interactive_masks_equal_the_predictor(labeling) -> None:
     assert labeling["backend"].segmenter.encodings == 1   # one encoding, three keypoints
     assert len({int(m.sum()) for m in masks}) > 1, "the keypoints should change the mask"
     labeling["result"] = regions + [region]
+
+
+def test_connection_needs_the_credentials(labeling) -> None:
+    """Label Studio's health check gets the backend's 401 and refuses to connect without the
+    credentials or with a wrong password."""
+    server, auth = labeling["server"], labeling["auth"]
+    for basic_auth in (None, (auth.user, auth.password + "x")):
+        with pytest.raises(RuntimeError, match="HTTP 400.*authentication parameters were either not provided or "
+                                               "are incorrect"):
+            server.connect_backend(labeling["project"], labeling["ml_url"], basic_auth=basic_auth)
 
 
 def test_refused_keypoint_reaches_label_studio(labeling) -> None:

@@ -12,38 +12,27 @@
   (``--token`` or ``SKIPCLICK_APP_TOKEN``; required on any other ``--host``), ``GET /api/config``
   needs it too: the page takes it from ``?token=`` in the address printed at start, or asks.
 
-Tokens are compared with ``hmac.compare_digest`` (no timing leak).
+Tokens are compared in constant time (``isegm.utils.access.same_secret``).
 """
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import secrets
 from typing import Mapping, Optional, Tuple
 
+from ..utils.access import MIN_SECRET_LENGTH, is_loopback, loopback_hosts, same_secret
+
 TOKEN_HEADER = "X-SkipClick-Token"
 TOKEN_ENV = "SKIPCLICK_APP_TOKEN"
-MIN_TOKEN_LENGTH = 8
 
 
 class AccessDenied(Exception):
     """A request the guard refuses (HTTP 403); the message says why and what to do."""
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (an address or ``localhost``) only serves this machine."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def check_token(token: str) -> str:
     """``token`` as given at start, or ``ValueError`` when it is too short to protect anything."""
-    if len(token) < MIN_TOKEN_LENGTH or token != token.strip():
-        raise ValueError(f"the app token must have at least {MIN_TOKEN_LENGTH} characters and no surrounding "
+    if len(token) < MIN_SECRET_LENGTH or token != token.strip():
+        raise ValueError(f"the app token must have at least {MIN_SECRET_LENGTH} characters and no surrounding "
                          f"spaces; pass a long random one with --token or {TOKEN_ENV} "
                          "(python -c 'import secrets; print(secrets.token_urlsafe())')")
     return token
@@ -60,11 +49,8 @@ class Guard:
                              f"set {TOKEN_ENV} (annotators open the address printed at start, which carries it)")
         self.given = token is not None
         self.token = check_token(token) if token is not None else secrets.token_urlsafe(32)
-        # the names a browser on this machine uses for a loopback server (on port 80 without the
-        # port); any name on a network
-        names = ("127.0.0.1", "localhost", "[::1]")
-        self.hosts: Optional[Tuple[str, ...]] = (
-            tuple(f"{n}:{port}" for n in names) + (names if port == 80 else ()) if self.loopback else None)
+        # any name on a network
+        self.hosts: Optional[Tuple[str, ...]] = loopback_hosts(port) if self.loopback else None
 
     def check(self, method: str, path: str, headers: Mapping[str, str]) -> None:
         """Raise ``AccessDenied`` unless this request may be served."""
@@ -78,7 +64,7 @@ class Guard:
                                f"(http://{host}) may call it")
         if path.startswith("/api/") and not (method == "GET" and path == "/api/config" and not self.given):
             sent = headers.get(TOKEN_HEADER) or ""
-            if not hmac.compare_digest(sent.encode("utf-8", "replace"), self.token.encode("utf-8")):
+            if not same_secret(sent, self.token):
                 raise AccessDenied(f"{'wrong' if sent else 'missing'} {TOKEN_HEADER} header: open the address "
                                    "printed at start (it carries the token) or enter the token the app was "
                                    "started with")

@@ -1,9 +1,11 @@
-"""``skipclick-label-studio [--checkpoint PATH] [--device cpu|cuda|cuda:N|mps] [--port N]`` (also
-``python -m isegm.label_studio``): serve a model to Label Studio as its ML backend.
+"""``skipclick-label-studio [--checkpoint PATH] [--device cpu|cuda|cuda:N|mps] [--port N]
+[--host HOST --basic-auth USER:PASS]`` (also ``python -m isegm.label_studio``): serve a model to
+Label Studio as its ML backend.
 
 In Label Studio: Settings > Model > Connect Model, URL ``http://localhost:9090``, "Interactive
-preannotations" on. Task images stored by Label Studio need ``LABEL_STUDIO_URL`` and
-``LABEL_STUDIO_API_KEY`` in this command's environment (docs/label-studio.md).
+preannotations" on (and Basic Authentication with the backend's user and password, which any
+``--host`` but loopback requires). Task images stored by Label Studio need ``LABEL_STUDIO_URL``
+and ``LABEL_STUDIO_API_KEY`` in this command's environment (docs/label-studio.md).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import List, Optional
 from ..cli.common import HelpFormatter, add_debug_argument, exit_error, main_entry
 from ..inference.baselines import BASELINES
 from ..utils.device import add_device_arguments
+from .auth import PASS_ENV, USER_ENV, basic_auth_from, check_exposure
 from .images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT, ImageSource
 from .segmenter import load_segmenter
 from .server import BackendServer, LabelStudioBackend
@@ -30,7 +33,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                                             "as an ML backend: smart keypoints in, a brush mask out.\n\n"
                                             "Environment: LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (a user's "
                                             "access token) to fetch images Label Studio stores; "
-                                            "LOCAL_FILES_DOCUMENT_ROOT to read its local files directly.")
+                                            "LOCAL_FILES_DOCUMENT_ROOT to read its local files directly; "
+                                            f"{USER_ENV} and {PASS_ENV} for basic auth.")
     p.add_argument("--checkpoint", help="SkipClick checkpoint (ours or the authors'), the authors' EMC-Click file or "
                                          "a folder written by skipclick-export (default: none, a model-free baseline)")
     p.add_argument("--size", type=int, help="model input: SkipClick resizes the image to size x size (default 448), "
@@ -43,8 +47,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="largest image file")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to fetch an image")
     p.add_argument("--host", default="127.0.0.1",
-                   help="0.0.0.0 to serve Label Studio on another machine (there is no login; the backend fetches "
+                   help="0.0.0.0 to serve Label Studio on another machine (needs --basic-auth: the backend fetches "
                         "the URLs it is sent)")
+    p.add_argument("--basic-auth", metavar="USER:PASS",
+                   help=f"every request must carry this user and password (Label Studio's Basic Authentication; "
+                        f"default: ${USER_ENV} and ${PASS_ENV}, which keep the password off the command line; "
+                        "required with a --host other than loopback)")
     p.add_argument("--port", type=int, default=9090, help="0: any free port")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--verbose", action="store_true", help="log every request")
@@ -71,6 +79,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     try:
+        auth = basic_auth_from(args.basic_auth, os.environ)
+        check_exposure(args.host, auth)   # before the model loads: a refused start is quick
         if args.threads:
             import torch
             torch.set_num_threads(args.threads)
@@ -86,10 +96,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     if not images.label_studio_url:
         logging.warning("note: LABEL_STUDIO_URL is not set: images uploaded to Label Studio cannot be fetched")
     try:
-        server = BackendServer(LabelStudioBackend(segmenter, images), args.host, args.port)
+        server = BackendServer(LabelStudioBackend(segmenter, images), args.host, args.port, auth)
     except OSError as err:
         exit_error(f"cannot listen on {args.host}:{args.port} ({err}); choose another --port")
-    print(f"serving {segmenter.description} to Label Studio at {server.url} (Ctrl-C stops)", flush=True)
+    login = f"basic auth as {auth.user!r}; " if auth is not None else ""
+    print(f"serving {segmenter.description} to Label Studio at {server.url} ({login}Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

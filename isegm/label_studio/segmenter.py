@@ -155,8 +155,8 @@ def load_segmenter(checkpoint: Optional[str], device: Optional[str] = None, dtyp
                    capacity: int = 8) -> Segmenter:
     """The model choices of the annotation app: a checkpoint any family reads (SkipClick, ours or
     the authors'; the authors' EMC-Click files), a folder written by ``skipclick-export`` (ONNX),
-    or without a checkpoint the model-free ``baseline``. The checkpoint is loaded once; each
-    cached image gets its own ``Predictor`` over the same weights."""
+    or without a checkpoint the model-free ``baseline``. The checkpoint or the export's sessions
+    are loaded once; each cached image gets its own ``Predictor`` over the same model."""
     if checkpoint is None:
         probe = BaselinePredictor(baseline)   # fails now on an unknown name or a missing optional dependency
         return Segmenter(lambda: BaselinePredictor(baseline), probe.description, capacity, model_free=True)
@@ -165,8 +165,10 @@ def load_segmenter(checkpoint: Optional[str], device: Optional[str] = None, dtyp
             raise ValueError(f"{checkpoint!r} is an ONNX export: it runs in fp32 on the CPU at the size it was "
                              "exported with, without flip; drop --device, --size, --dtype and --flip "
                              "(or pass the checkpoint file)")
-        first = Predictor(checkpoint)
-        return Segmenter(lambda: Predictor(checkpoint), first.description, capacity)
+        from ..onnx.engine import OnnxModel
+        onnx_model = OnnxModel(checkpoint)
+        first = Predictor(onnx_model)
+        return Segmenter(lambda: Predictor(onnx_model), first.description, capacity)
     if not os.path.isfile(checkpoint):
         raise FileNotFoundError(f"--checkpoint {checkpoint!r} does not exist; give a checkpoint file or an "
                                 "ONNX export folder (or none for the model-free baseline)")

@@ -11,6 +11,14 @@ library's ``ThreadingHTTPServer``.
   whole tasks, which clicks need) ``{"results": []}``;
 * ``POST /webhook``: accepted and ignored (no training here); ``GET /versions``.
 
+Only Label Studio's server calls the backend, never a web page: a request with an ``Origin``
+header (which browsers send with every cross-site or POST request) is refused with 403, and so,
+on a loopback address, is one whose ``Host`` does not name it (a page of another site that
+rebinds its DNS name to 127.0.0.1 sends its own). With basic auth (``auth``: what Label Studio's
+model connection sends), every request, the health check included, must carry the credentials:
+401 with ``WWW-Authenticate`` otherwise. Without it the server listens only on a loopback
+address. A refused request's body is not read.
+
 Errors answer ``{"error": message}``: 400 for a malformed request or context, 422 for an image
 that cannot be fetched or read, 500 for a fault of ours; the server keeps running.
 """
@@ -20,13 +28,15 @@ import contextlib
 import json
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, Iterator, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 from urllib.parse import urlsplit
 
 import numpy as np
 
+from ..utils.access import is_loopback, loopback_hosts
+from .auth import CHALLENGE, BasicAuth, check_exposure
 from .images import ImageFetchError, ImageSource
 from .protocol import ProtocolError, brush_result, brush_targets, check_label, read_keypoints, task_image_url, tasks_of
 from .segmenter import Segmenter
@@ -41,6 +51,7 @@ MAX_BODY = 64 << 20
 class Answer:
     status: int
     payload: Any
+    headers: Dict[str, str] = field(default_factory=dict)
 
 
 class LabelStudioBackend:
@@ -142,7 +153,13 @@ class _Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = -1
-        if not 0 <= length <= MAX_BODY:
+        refusal = self._refusal()
+        if refusal is not None:
+            self.close_connection = True   # the body is not read, so the connection cannot be reused
+            logger.warning("refused %s %s from %s: %s", method, urlsplit(self.path).path, self.client_address[0],
+                           refusal.payload["error"])
+            answer = refusal
+        elif not 0 <= length <= MAX_BODY:
             self.close_connection = True   # the body is not read, so the connection cannot be reused
             answer = Answer(413 if length > MAX_BODY else 400,
                             {"error": f"Content-Length {self.headers.get('Content-Length')!r}: expected 0 to "
@@ -154,21 +171,46 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(answer.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in answer.headers.items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
+
+    def _refusal(self) -> Optional[Answer]:
+        """The answer to a request the server refuses (module docstring), or None."""
+        if self.headers.get("Origin") is not None:
+            return Answer(403, {"error": f"requests from web pages (Origin {self.headers['Origin']!r}) are refused: "
+                                         "only Label Studio's server calls its ML backend"})
+        host, hosts = (self.headers.get("Host") or "").strip().lower(), self.server.hosts
+        if hosts is not None and host not in hosts:
+            return Answer(403, {"error": f"Host {host or '(none)'!r} is not this backend (it answers "
+                                         f"{', '.join(hosts)}): connect Label Studio to {self.server.url}"})
+        auth = self.server.auth
+        if auth is not None and not auth.admits(self.headers.get("Authorization")):
+            return Answer(401, {"error": f"{'wrong' if self.headers.get('Authorization') else 'no'} basic auth "
+                                         "credentials: give the backend's user and password in Label Studio's "
+                                         "Connect Model form (authentication method: Basic Authentication)"},
+                          {"WWW-Authenticate": CHALLENGE})
+        return None
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s %s", self.address_string(), format % args)
 
 
 class BackendServer(ThreadingHTTPServer):
-    """``ThreadingHTTPServer`` serving a ``LabelStudioBackend``."""
+    """``ThreadingHTTPServer`` serving a ``LabelStudioBackend``, to requests carrying ``auth``
+    when given; without it ``host`` must be a loopback address (else ``ValueError``)."""
 
     daemon_threads = True
 
-    def __init__(self, backend: LabelStudioBackend, host: str = "127.0.0.1", port: int = 9090) -> None:
+    def __init__(self, backend: LabelStudioBackend, host: str = "127.0.0.1", port: int = 9090,
+                 auth: Optional[BasicAuth] = None) -> None:
+        check_exposure(host, auth)
         self.backend = backend
+        self.auth = auth
         super().__init__((host, port), _Handler)
+        # the Host names a loopback server answers; any name on a network
+        self.hosts = loopback_hosts(self.server_address[1]) if is_loopback(host) else None
 
     @property
     def url(self) -> str:
@@ -177,9 +219,10 @@ class BackendServer(ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def serve_in_thread(backend: LabelStudioBackend, host: str = "127.0.0.1", port: int = 0) -> Iterator[BackendServer]:
+def serve_in_thread(backend: LabelStudioBackend, host: str = "127.0.0.1", port: int = 0,
+                    auth: Optional[BasicAuth] = None) -> Iterator[BackendServer]:
     """``backend`` served from a background thread (tests, benchmarks); port 0 takes a free one."""
-    server = BackendServer(backend, host, port)
+    server = BackendServer(backend, host, port, auth)
     thread = threading.Thread(target=server.serve_forever, name="skipclick-label-studio", daemon=True)
     thread.start()
     try:
