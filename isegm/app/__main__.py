@@ -22,6 +22,7 @@ from typing import List, Optional
 from ..cli.common import HelpFormatter, add_debug_argument, exit_error, main_entry
 from ..inference.baselines import BASELINES
 from ..utils.device import add_device_arguments, select_device
+from ..utils.serving import serve_until_interrupted
 from .backend import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, load_backend
 from .guard import TOKEN_ENV, TOKEN_HEADER
 from .server import DEFAULT_TIMEOUT, AnnotationApp, AppServer
@@ -118,12 +119,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     print(f"annotating {len(app.names)} images of {app.images_dir} with {backend.name}\n"
           f"output: {app.store.root}\n{access}\nopen {server.url} (Ctrl-C stops)", flush=True)
     return_freed_maps()
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_interrupted(server)
 
 
 if __name__ == "__main__":

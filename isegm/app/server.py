@@ -30,7 +30,6 @@ import json
 import logging
 import math
 import mimetypes
-import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 from urllib.parse import parse_qs, quote, urlsplit
 
+from ..utils.serving import base_url, running_in_thread
 from .backend import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, PIXELS_PIL_READS, Backend, ImageCache, ImageError,
                       scan_images)
 from .guard import TOKEN_HEADER, AccessDenied, Guard
@@ -425,9 +425,7 @@ class AppServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         """The address to open; with a token given at start it carries it (``?token=``)."""
-        host, port = self.server_address[:2]
-        name = "localhost" if host in ("127.0.0.1", "0.0.0.0", "") else f"[{host}]" if ":" in host else host
-        return f"http://{name}:{port}/" + (f"?token={quote(self.guard.token)}" if self.guard.given else "")
+        return base_url(self.server_address) + "/" + (f"?token={quote(self.guard.token)}" if self.guard.given else "")
 
 
 @contextlib.contextmanager
@@ -435,12 +433,5 @@ def serve_in_thread(app: AnnotationApp, host: str = "127.0.0.1", port: int = 0, 
                     timeout: float = DEFAULT_TIMEOUT) -> Iterator[AppServer]:
     """``app`` served from a background thread (tests, benchmarks, notebooks); port 0 takes a
     free one (``server.url``). The server stops when the block ends."""
-    server = AppServer(app, host, port, token, timeout)
-    thread = threading.Thread(target=server.serve_forever, name="skipclick-app", daemon=True)
-    thread.start()
-    try:
+    with running_in_thread(AppServer(app, host, port, token, timeout), "skipclick-app") as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()

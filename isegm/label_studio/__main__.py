@@ -19,6 +19,7 @@ from typing import List, Optional
 from ..cli.common import HelpFormatter, add_debug_argument, exit_error, main_entry
 from ..inference.baselines import BASELINES
 from ..utils.device import add_device_arguments
+from ..utils.serving import serve_until_interrupted
 from .auth import PASS_ENV, USER_ENV, basic_auth_from, check_exposure
 from .images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT, ImageSource
 from .segmenter import load_segmenter
@@ -101,12 +102,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         exit_error(f"cannot listen on {args.host}:{args.port} ({err}); choose another --port")
     login = f"basic auth as {auth.user!r}; " if auth is not None else ""
     print(f"serving {segmenter.description} to Label Studio at {server.url} ({login}Ctrl-C stops)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_interrupted(server)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Iterator, Optional, Tuple
@@ -36,6 +35,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from ..utils.access import is_loopback, loopback_hosts
+from ..utils.serving import base_url, running_in_thread
 from .auth import CHALLENGE, BasicAuth, check_exposure
 from .images import ImageFetchError, ImageSource
 from .protocol import ProtocolError, brush_result, brush_targets, check_label, read_keypoints, task_image_url, tasks_of
@@ -214,20 +214,12 @@ class BackendServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0', '') else host}:{port}"
+        return base_url(self.server_address)
 
 
 @contextlib.contextmanager
 def serve_in_thread(backend: LabelStudioBackend, host: str = "127.0.0.1", port: int = 0,
                     auth: Optional[BasicAuth] = None) -> Iterator[BackendServer]:
     """``backend`` served from a background thread (tests, benchmarks); port 0 takes a free one."""
-    server = BackendServer(backend, host, port, auth)
-    thread = threading.Thread(target=server.serve_forever, name="skipclick-label-studio", daemon=True)
-    thread.start()
-    try:
+    with running_in_thread(BackendServer(backend, host, port, auth), "skipclick-label-studio") as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
