@@ -19,8 +19,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from ..cli.common import HelpFormatter, add_debug_argument, exit_error, main_entry
-from ..inference.baselines import BASELINES
+from ..cli.common import HelpFormatter, add_debug_argument, add_model_arguments, exit_error, main_entry
 from ..utils.device import add_device_arguments, select_device
 from ..utils.serving import serve_until_interrupted
 from .backend import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, load_backend
@@ -37,12 +36,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                                             "PNGs and a COCO JSON.")
     p.add_argument("--images", required=True, help="folder of images to annotate (its files, not sub-folders)")
     p.add_argument("--out", required=True, help="folder for the masks and annotations.json (created if needed)")
-    p.add_argument("--checkpoint", help="SkipClick checkpoint (ours or the authors'), the authors' EMC-Click file or "
-                                         "a folder written by skipclick-export (default: none, a model-free baseline)")
-    p.add_argument("--size", type=int, help="model input: SkipClick resizes the image to size x size (default 448), "
-                                             "EMC-Click its short side to size (default 384)")
-    p.add_argument("--flip", action="store_true", help="flip test-time augmentation (twice the per-click work)")
-    p.add_argument("--baseline", default="grabcut", choices=sorted(BASELINES), help="the model-free predictor")
+    add_model_arguments(p)
     p.add_argument("--categories", help="comma-separated category names offered per object "
                                          "(default: those of an existing annotations.json, else 'object')")
     p.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE,

@@ -105,6 +105,19 @@ def main_entry(main: Callable[[Optional[List[str]]], Optional[int]], argv: Optio
     sys.exit(status or 0)
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model choice of the servers that segment on request (``skipclick-app``,
+    ``skipclick-label-studio``): ``--checkpoint``, ``--size``, ``--flip``, ``--baseline``."""
+    from ..inference.baselines import BASELINES
+    parser.add_argument("--checkpoint", help="SkipClick checkpoint (ours or the authors'), the authors' EMC-Click file "
+                                             "or a folder written by skipclick-export (default: none, a model-free "
+                                             "baseline)")
+    parser.add_argument("--size", type=int, help="model input: SkipClick resizes the image to size x size (default "
+                                                 "448), EMC-Click its short side to size (default 384)")
+    parser.add_argument("--flip", action="store_true", help="flip test-time augmentation (twice the per-click work)")
+    parser.add_argument("--baseline", default="grabcut", choices=sorted(BASELINES), help="the model-free predictor")
+
+
 def process_device(device: torch.device, process: Process) -> torch.device:
     """The device of this process: under torchrun with several processes each takes its local
     GPU (``LOCAL_RANK``); otherwise ``device`` as given."""

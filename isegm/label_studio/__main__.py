@@ -16,8 +16,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from ..cli.common import HelpFormatter, add_debug_argument, exit_error, main_entry
-from ..inference.baselines import BASELINES
+from ..cli.common import HelpFormatter, add_debug_argument, add_model_arguments, exit_error, main_entry
 from ..utils.device import add_device_arguments
 from ..utils.serving import serve_until_interrupted
 from .auth import PASS_ENV, USER_ENV, basic_auth_from, check_exposure
@@ -36,12 +35,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                                             "access token) to fetch images Label Studio stores; "
                                             "LOCAL_FILES_DOCUMENT_ROOT to read its local files directly; "
                                             f"{USER_ENV} and {PASS_ENV} for basic auth.")
-    p.add_argument("--checkpoint", help="SkipClick checkpoint (ours or the authors'), the authors' EMC-Click file or "
-                                         "a folder written by skipclick-export (default: none, a model-free baseline)")
-    p.add_argument("--size", type=int, help="model input: SkipClick resizes the image to size x size (default 448), "
-                                             "EMC-Click its short side to size (default 384)")
-    p.add_argument("--flip", action="store_true", help="flip test-time augmentation (twice the per-click work)")
-    p.add_argument("--baseline", default="grabcut", choices=sorted(BASELINES), help="the model-free predictor")
+    add_model_arguments(p)
     p.add_argument("--cache", type=int, default=8, help="task images whose encodings stay cached (LRU)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help="largest image (width x height, read from its header before decoding)")
