@@ -37,10 +37,12 @@ class CommandError(SystemExit):
         return self.message
 
 
-def exit_error(message: str) -> NoReturn:
-    """Stop a command with ``error: message`` on one line of stderr and exit status 2."""
-    print(f"error: {message}", file=sys.stderr)
-    raise CommandError(message)
+def exit_error(message: str, *more: str) -> NoReturn:
+    """Stop a command with ``error: message`` on one line of stderr (one line for each of several
+    problems found at once) and exit status 2."""
+    for line in (message, *more):
+        print(f"error: {line}", file=sys.stderr)
+    raise CommandError("; ".join((message, *more)))
 
 
 # Errors whose message is meant for the user (a file, a value, what is wrong, the fix): shown as

@@ -466,9 +466,7 @@ def _evaluate(args: argparse.Namespace, process: Process) -> int:
     if problems:   # all of them at once, and nothing runs
         if not process.is_main:
             raise SystemExit(2)   # rank 0 says why
-        for problem in problems[:-1]:
-            print(f"error: {problem}", file=sys.stderr)
-        exit_error(problems[-1])
+        exit_error(*problems)
     logs_path, single = plan.logs_path, len(plan.checkpoints) == 1
     run_name = f"{args.eval_mode}_{args.mode}_{args.n_clicks}"
     print_header = single
