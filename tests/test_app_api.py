@@ -408,3 +408,34 @@ def test_predictor_states_undo_exactly(name: str, folder: Path, tiny_model) -> N
     backend.predict(entry, [Click(True, (80.0, 100.0))], entry.initial_state)   # another object in between
     again, _ = backend.predict(entry, second, after_first)
     assert np.array_equal(prob, again)
+
+
+def test_masks_are_the_predictors(tmp_path: Path) -> None:
+    """The app's masks for the evaluation clicker's clicks on a GrabCut photo (SkipClick with the
+    reference ``fill.py`` weights, whose probabilities crowd around the threshold: a hard case)
+    are ``isegm.Predictor``'s: the first click's exactly; later ones continue from the float16
+    undo state and may differ in a few pixels next to the threshold (at most 1 in 10000)."""
+    import conftest
+    from isegm import Predictor
+    from isegm.app.session import ImageWork
+    from isegm.inference import evaluate_sample
+    from isegm.inference.interactive import interactive_predictor
+    root = conftest.shared_path("datasets", "GrabCut")
+    image_path = root / "data_GT" / "124080.jpg"
+    (tmp_path / image_path.name).write_bytes(image_path.read_bytes())
+    rgb = cv2.imread(str(image_path))[..., ::-1].copy()
+    gt = (cv2.imread(str(root / "boundary_GT" / "124080.bmp"), cv2.IMREAD_GRAYSCALE) == 255).astype(np.int32)
+    model = conftest._filled_model("skip")
+    clicks, _, _ = evaluate_sample(rgb, gt, interactive_predictor(model, 112), 1.01, min_clicks=4, max_clicks=4)
+    backend = model_backend(model, torch.device("cpu"), size=112)
+    entry = ImageCache(tmp_path, backend, max_side=1000).get(image_path.name)
+    work = ImageWork(entry, [], "object")
+    predictor = Predictor(model, device="cpu", size=112)
+    predictor.set_image(rgb)
+    previous = None
+    for n, click in enumerate(clicks, 1):
+        work.click(entry, backend, click.coords[0], click.coords[1], click.is_positive)
+        expected, previous = predictor.predict([[c.coords[1], c.coords[0]] for c in clicks[:n]],
+                                               [int(c.is_positive) for c in clicks[:n]], mask_input=previous)
+        differ = int((work.object().full_mask(entry.full_size) != expected).sum())
+        assert differ <= (0 if n == 1 else expected.size // 10000), f"click {n}: {differ} px differ"

@@ -69,21 +69,29 @@ def _expand(value: Any, dtype: Any) -> Any:
 
 
 class Step:
-    """The result of one click, kept compactly: the probability map (working size) in float16,
-    and the predictor's state after it with the floating maps it holds directly in float16 too
-    (shared with the probability map when equal). ``state()`` gives the state back at its
-    original precision. The model always continues from that restored state, also right after
+    """The result of one click, kept compactly: the mask (working size, thresholded from the
+    exact probabilities, one bit a pixel), the probability map in float16 (to upsample the mask to
+    the full size), and the predictor's state after it with the floating maps it holds directly in
+    float16 too (shared with the probability map when equal). ``state()`` gives the state back at
+    its original precision. The model always continues from that restored state, also right after
     the click, so undoing to a step and clicking again gives exactly the result clicking gave
     before."""
 
     def __init__(self, state: Dict[str, Any], prob: np.ndarray, seq: int = 0) -> None:
         self.prob = np.ascontiguousarray(prob, dtype=np.float16)
+        # float16 moves probabilities by up to 1.2e-4 near the threshold: the mask is taken before
+        self._mask_bits = np.packbits(np.asarray(prob) > PRED_THRESHOLD)
         self.seq = seq   # the image's click counter: the oldest steps are folded first
         self._dtypes = {k: v.dtype for k, v in state.items() if isinstance(v, (np.ndarray, torch.Tensor))}
         self._state = {k: _compact(v, prob, self.prob) for k, v in state.items()}
 
     def state(self) -> Dict[str, Any]:
         return {k: _expand(v, self._dtypes.get(k)) for k, v in self._state.items()}
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The click's mask at the working size (bool)."""
+        return np.unpackbits(self._mask_bits, count=self.prob.size).reshape(self.prob.shape).astype(bool)
 
 
 @dataclass
@@ -123,7 +131,7 @@ class AnnotatedObject:
         """Recompute ``mask`` after a change of ``steps``, ``floor`` or ``loaded_mask``."""
         last = self.last()
         if last is not None:
-            self.mask = last.prob > PRED_THRESHOLD
+            self.mask = last.mask
         elif self.loaded_mask is not None:
             resized = cv2.resize(self.loaded_mask.astype(np.uint8), self.work_size[::-1], interpolation=cv2.INTER_AREA)
             self.mask = resized > 0
@@ -134,12 +142,12 @@ class AnnotatedObject:
         """bool mask at the image's full size (the probabilities upsampled, then thresholded), or
         None when the object has no mask."""
         last = self.last()
-        if last is not None:
-            prob = last.prob.astype(np.float32)
-            if prob.shape != full_size:
-                prob = cv2.resize(prob, full_size[::-1], interpolation=cv2.INTER_LINEAR)
-            return prob > PRED_THRESHOLD
-        return self.loaded_mask
+        if last is None:
+            return self.loaded_mask
+        if last.prob.shape == tuple(full_size):
+            return last.mask
+        prob = cv2.resize(last.prob.astype(np.float32), full_size[::-1], interpolation=cv2.INTER_LINEAR)
+        return prob > PRED_THRESHOLD
 
 
 class ImageWork:
