@@ -327,8 +327,8 @@ def test_autocast_bf16_runs_the_late_fusion_path(model):
 
 @pytest.mark.slow
 def test_bf16_autocast_agrees_with_fp32_on_fixture_inputs(filled_model, golden):
-    """The issue's bf16 criterion: mask agreement >= 0.99 (on CPU this mode is slow without
-    AVX512-BF16/AMX; see the README)."""
+    """bf16 autocast keeps mask agreement >= 0.99 with fp32 (on a CPU without AVX512-BF16 / AMX,
+    e.g. a 2-core AMD EPYC with AVX2 only, this mode is slow; see docs/speed.md)."""
     inputs = golden("inputs")
     for name in ("skip", "dinov3_skip"):
         model = filled_model(name)

@@ -7,7 +7,7 @@ coordinates are full-image pixels, x = column, y = row):
 * ``GET  /api/config``: model, notice, categories, the images (with ``saved``) and skipped files;
 * ``POST /api/session``: a new session id;
 * ``POST /api/open``: prepares the image (its features are cached) and answers its objects
-  (a saved annotation is loaded for editing; ``discard``: drop this session's unsaved changes
+  (a saved annotation is loaded for editing; ``discard``: drop the tab's unsaved changes
   of it first);
 * ``GET  /api/image?name=N``: the working image (JPEG) the page shows;
 * ``POST /api/click`` (``x``, ``y``, ``positive``), ``/api/undo``, ``/api/reset``,

@@ -87,7 +87,7 @@ async function newSession() {
   sessionStorage.setItem("skipclick-session", state.session);
 }
 
-// A POST in this session on the open image. After a server restart the token (drawn anew) is
+// A POST of this tab on the open image. After a server restart the token (drawn anew) is
 // fetched again and the forgotten session renewed, once each, and the image reopened.
 async function act(action, fields = {}) {
   const body = () => ({ session: state.session, image: state.image && state.image.name, ...fields });
