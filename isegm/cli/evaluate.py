@@ -218,12 +218,13 @@ def load_model(checkpoint: Path, device: torch.device) -> torch.nn.Module:
 
 
 def make_predictor(args: argparse.Namespace, checkpoint: Optional[Path], dataset_name: str,
-                   device: torch.device) -> Any:
-    """The baseline, or the checkpoint's model behind the authors' predictor chain for this dataset."""
+                   device: torch.device, model: Optional[torch.nn.Module] = None) -> Any:
+    """The baseline, or the checkpoint's model (``model`` when already loaded) behind the
+    authors' predictor chain for this dataset."""
     if checkpoint is None:
         from ..inference.baselines import get_baseline
         return get_baseline(args.baseline)
-    model = load_model(checkpoint, device)
+    model = model if model is not None else load_model(checkpoint, device)
     return get_predictor(model, args.eval_mode, dataset_name, "ritm" if args.eval_ritm else "skipclick",
                          suppress_zoom=args.suppress_zoom, clicks_limit=args.clicks_limit, device=device)
 
@@ -322,13 +323,16 @@ def evaluate(args: argparse.Namespace, process: Process) -> int:
 class Plan:
     """A run, checked before its first click: the datasets (name, loader with ``--limit``
     applied, full size), the checkpoints (None for a baseline) with their SHA-256, the output
-    folder and the log-name prefix."""
+    folder and the log-name prefix. ``model``: the one checkpoint's model as the check loaded
+    it, for every dataset (several checkpoints are loaded again when their turn comes, so that
+    only one is in memory)."""
 
     datasets: List[Tuple[str, Any, int]]
     checkpoints: List[Optional[Path]]
     digests: Dict[Path, str]
     logs_path: Path
     logs_prefix: str
+    model: Optional[torch.nn.Module] = None
 
 
 def one_line(message: str) -> str:
@@ -413,11 +417,15 @@ def preflight(args: argparse.Namespace, config: Dict[str, Any], device: torch.de
     except (FileNotFoundError, ValueError) as err:
         problems.append(str(err))
     digests: Dict[Path, str] = {}
+    model = None
     for checkpoint in checkpoints:
         if checkpoint is None:
             continue
         try:
-            load_model(checkpoint, device)
+            loaded = load_model(checkpoint, device)
+            if len(checkpoints) == 1:
+                model = loaded
+            del loaded   # several checkpoints: one model in memory at a time
             digests[checkpoint] = file_sha256(checkpoint)
         except (ValueError, OSError, RuntimeError) as err:
             message = one_line(str(err))
@@ -435,7 +443,7 @@ def preflight(args: argparse.Namespace, config: Dict[str, Any], device: torch.de
         datasets.append((name, dataset if args.limit is None else FirstSamples(dataset, args.limit), size))
     if root is not None:
         problems += filter(None, [writable_problem(root / folder)])
-    plan = Plan(datasets, checkpoints, digests, (root or Path(".")) / folder, logs_prefix)
+    plan = Plan(datasets, checkpoints, digests, (root or Path(".")) / folder, logs_prefix, model)
     if args.resume and not problems:
         problems += resume_problems(args, plan)
     return plan, list(dict.fromkeys(problems))
@@ -475,7 +483,7 @@ def _evaluate(args: argparse.Namespace, process: Process) -> int:
     for dataset_name, dataset, size in plan.datasets:
         for checkpoint in plan.checkpoints:
             model_name = args.model_name or (args.baseline if checkpoint is None else checkpoint.stem)
-            predictor = make_predictor(args, checkpoint, dataset_name, device)
+            predictor = make_predictor(args, checkpoint, dataset_name, device, plan.model)
             settings = run_settings(args, plan, checkpoint, dataset_name, size)
             stem = records_stem(args, plan, dataset_name, checkpoint)
             key = dataset_name if single else f"{dataset_name}:{checkpoint.stem}"
