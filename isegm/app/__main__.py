@@ -97,7 +97,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                             args.max_sessions, args.undo_steps, args.max_pixels)
     except (OSError, ValueError, TypeError, ImportError, RuntimeError) as err:
         # a missing folder, an unreadable or damaged checkpoint, a bad setting: one line, no traceback
-        exit_error(" ".join(str(err).split()) or type(err).__name__)
+        exit_error(str(err) or type(err).__name__)
     if backend.notice:
         logging.warning("note: %s", backend.notice)
     if backend.model_free and (args.dtype, args.size, args.flip) != ("fp32", None, False):

@@ -40,9 +40,10 @@ class CommandError(SystemExit):
 def exit_error(message: str, *more: str) -> NoReturn:
     """Stop a command with ``error: message`` on one line of stderr (one line for each of several
     problems found at once) and exit status 2."""
-    for line in (message, *more):
+    lines = [_one_line(text) for text in (message, *more)]
+    for line in lines:
         print(f"error: {line}", file=sys.stderr)
-    raise CommandError("; ".join((message, *more)))
+    raise CommandError("; ".join(lines))
 
 
 # Errors whose message is meant for the user (a file, a value, what is wrong, the fix): shown as
